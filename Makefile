@@ -1,0 +1,57 @@
+# The README's commands. Each does its own set-up: virtual environment, packages, firebase-tools.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+PORT ?= 8080
+RUN_FLAGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: run test test-fast lint bench install clean lock
+
+run: install
+	PORT=$(PORT) $(PY) -m infra.local $(RUN_FLAGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+bench: install
+	$(PY) -m bench.cold_start
+
+install: $(STAMP) $(NODE_STAMP)
+
+$(STAMP): pyproject.toml requirements-dev.txt requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "Mnemo needs Python 3.11+ (python3 is $$($(PYTHON) --version))"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "Mnemo needs Node.js 20+ and npm (https://nodejs.org)"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+clean:
+	rm -rf $(VENV) node_modules .local .pytest_cache .mypy_cache .ruff_cache
+
+# Re-pin requirements.txt (runtime) and requirements-dev.txt from pyproject.toml's ranges.
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
+	.lockenv/bin/pip install --quiet . && .lockenv/bin/pip freeze --exclude-editable | grep -v '^mnemo' > .lockenv/runtime.txt
+	.lockenv/bin/pip install --quiet '.[dev]' && .lockenv/bin/pip freeze --exclude-editable | grep -v '^mnemo' > .lockenv/all.txt
+	{ echo '# Pinned runtime dependencies (Cloud Functions and the realtime image install exactly these).'; \
+	  echo '# Regenerate: make lock'; cat .lockenv/runtime.txt; } > requirements.txt
+	{ echo '# Pinned development dependencies: the runtime set plus the test and lint tools.'; \
+	  echo '-r requirements.txt'; grep -vxF -f .lockenv/runtime.txt .lockenv/all.txt; } > requirements-dev.txt
+	rm -rf .lockenv

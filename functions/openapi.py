@@ -1,0 +1,32 @@
+"""GET /openapi.json: the REST API, described from the routers of every HTTP function."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import functions_framework
+from werkzeug.wrappers import Request, Response
+
+from shared import deployables
+from shared import openapi as document
+from shared.auth import Access
+from shared.http import Call, Router
+
+router = Router("openapi")
+
+
+@cache
+def _document() -> dict[str, Any]:
+    return document.build(deployables.http_routers())
+
+
+@router.route("GET", "/openapi.json", access=Access.PUBLIC)
+def openapi_json(call: Call) -> dict[str, Any]:
+    """This document."""
+    return _document()
+
+
+@functions_framework.http
+def openapi(request: Request) -> Response:
+    return router(request)

@@ -1,0 +1,37 @@
+"""GET, PATCH and DELETE /v1/users/me: the caller's profile and account data."""
+
+from __future__ import annotations
+
+import functions_framework
+from werkzeug.wrappers import Request, Response
+
+from shared import users as store
+from shared.http import Call, Router
+from shared.models import UserPatch, UserProfile
+
+router = Router("users")
+
+
+# Reading and accepting the terms must work before they are accepted, or no one could accept.
+@router.route("GET", "/v1/users/me", response=UserProfile, require_terms=False)
+def get_me(call: Call) -> UserProfile:
+    """The caller's profile."""
+    return store.get_profile(call.user)
+
+
+@router.route("PATCH", "/v1/users/me", body=UserPatch, response=UserProfile, require_terms=False)
+def patch_me(call: Call) -> UserProfile:
+    """Accept the terms, or change name, time zone or language."""
+    return store.update_profile(call.user, call.body)
+
+
+@router.route("DELETE", "/v1/users/me", status=204, require_terms=False)
+def delete_me(call: Call) -> Response:
+    """Delete every document of the caller, all subcollections included."""
+    store.delete_user(call.user)
+    return Response(status=204)
+
+
+@functions_framework.http
+def users(request: Request) -> Response:
+    return router(request)

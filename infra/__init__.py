@@ -1,0 +1,1 @@
+"""Deployment and the local stack: emulators, the one-port gateway, the deploy plan."""

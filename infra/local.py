@@ -1,0 +1,417 @@
+"""The local stack: the emulators, Pub/Sub topics and subscriptions, and the gateway on one port.
+
+`python -m infra.local` is `make run`; the tests start the same `LocalStack` on free ports, so
+they run while `make run` is up. Every process is started in a session of its own (the emulator
+launchers are wrapper scripts whose JVM would outlive a plain kill) and stopped by its process
+group on Ctrl-C or SIGTERM, after which the ports are checked free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shared import deployables
+from shared.deployables import ROOT
+
+PROJECT = "demo-mnemo"
+FIREBASE_BIN = ROOT / "node_modules" / ".bin" / "firebase"
+EMULATOR_COMPONENTS = {
+    "cloud-firestore-emulator": "Firestore emulator",
+    "pubsub-emulator": "Pub/Sub emulator",
+}
+
+
+class PrerequisiteMissing(SystemExit):
+    """A tool the stack needs is not installed; the message says how to get it."""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int
+    firestore: int
+    pubsub: int
+    auth: int
+    hub: int
+    logging: int
+
+    @classmethod
+    def from_firebase_json(cls, http: int) -> Ports:
+        emulators = deployables.firebase_config()["emulators"]
+        return cls(
+            http=http,
+            **{
+                name: int(emulators[name]["port"])
+                for name in ("firestore", "pubsub", "auth", "hub", "logging")
+            },
+        )
+
+    @classmethod
+    def free(cls, http: int | None = None) -> Ports:
+        return cls(
+            http=http or free_port(),
+            firestore=free_port(),
+            pubsub=free_port(),
+            auth=free_port(),
+            hub=free_port(),
+            logging=free_port(),
+        )
+
+
+def check_prerequisites() -> Path:
+    """Fail at once, saying what to install, if Java, Node, firebase-tools or the gcloud
+    emulators are missing. Returns the Google Cloud SDK root."""
+    missing = []
+    if shutil.which("java") is None:
+        missing.append("Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
+    if shutil.which("node") is None:
+        missing.append("Node.js 20+ (https://nodejs.org or Debian: apt-get install nodejs npm)")
+    elif not FIREBASE_BIN.exists():
+        missing.append("firebase-tools: run `make install` (npm ci, into node_modules/)")
+    gcloud = shutil.which("gcloud")
+    sdk_root = Path(os.path.realpath(gcloud)).parent.parent if gcloud else None
+    if sdk_root is None:
+        missing.append(
+            "the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), with "
+            "`gcloud components install cloud-firestore-emulator pubsub-emulator beta`"
+        )
+    else:
+        for component, what in EMULATOR_COMPONENTS.items():
+            if not (sdk_root / "platform" / component).is_dir():
+                missing.append(
+                    f"the {what}: `gcloud components install {component}` "
+                    f"(Debian: apt-get install google-cloud-cli-{component})"
+                )
+    if missing:
+        raise PrerequisiteMissing("Mnemo's local stack needs:\n  - " + "\n  - ".join(missing))
+    assert sdk_root is not None
+    return sdk_root
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    port: int
+    ready_path: str = "/"
+    cwd: Path | None = None
+    env: dict[str, str] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    log_path: Path | None = None
+
+    def start(self, log_dir: Path) -> None:
+        if port_open(self.port):
+            raise SystemExit(f"{self.name}: port {self.port} is already in use")
+        self.log_path = log_dir / f"{self.name}.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                cwd=self.cwd,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def wait_ready(self, deadline: float) -> None:
+        assert self.process is not None
+        url = f"http://127.0.0.1:{self.port}{self.ready_path}"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(
+                    f"{self.name} exited ({self.process.returncode}):\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            except (OSError, urllib.error.HTTPError):
+                pass
+            time.sleep(0.1)
+        raise SystemExit(f"{self.name} did not become ready on {url}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGTERM)
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+            except ProcessLookupError:
+                pass
+        # The wrapper may be gone while the JVM (same group) still holds the port.
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while port_open(self.port) and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+
+class LocalStack:
+    """Emulators + Pub/Sub set-up + the gateway, started and stopped as one."""
+
+    def __init__(self, ports: Ports, workdir: Path, environment: str = "development"):
+        self.ports = ports
+        self.workdir = workdir
+        self.environment = environment
+        self.services: list[Service] = []
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    def client_env(self) -> dict[str, str]:
+        """What a client (or a function) needs to reach this stack's emulators."""
+        return {
+            "GOOGLE_CLOUD_PROJECT": PROJECT,
+            "FIRESTORE_EMULATOR_HOST": f"127.0.0.1:{self.ports.firestore}",
+            "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{self.ports.pubsub}",
+            "FIREBASE_AUTH_EMULATOR_HOST": f"127.0.0.1:{self.ports.auth}",
+        }
+
+    def _auth_config(self) -> Path:
+        config = {
+            "emulators": {
+                "singleProjectMode": True,
+                "auth": {"host": "127.0.0.1", "port": self.ports.auth},
+                "hub": {"host": "127.0.0.1", "port": self.ports.hub},
+                "logging": {"host": "127.0.0.1", "port": self.ports.logging},
+                "ui": {"enabled": False},
+            }
+        }
+        path = self.workdir / "firebase.json"
+        path.write_text(json.dumps(config))
+        return path
+
+    def start(self) -> None:
+        sdk_root = check_prerequisites()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        gcloud = str(sdk_root / "bin" / "gcloud")
+        quiet = {**os.environ, "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+        emulators = [
+            Service(
+                "firestore",
+                [
+                    gcloud,
+                    "emulators",
+                    "firestore",
+                    "start",
+                    f"--host-port=127.0.0.1:{self.ports.firestore}",
+                ],
+                self.ports.firestore,
+                env=quiet,
+            ),
+            Service(
+                "pubsub",
+                [
+                    gcloud,
+                    "beta",
+                    "emulators",
+                    "pubsub",
+                    "start",
+                    f"--host-port=127.0.0.1:{self.ports.pubsub}",
+                    f"--project={PROJECT}",
+                ],
+                self.ports.pubsub,
+                env=quiet,
+            ),
+            Service(
+                "auth",
+                [
+                    str(FIREBASE_BIN),
+                    "emulators:start",
+                    "--only",
+                    "auth",
+                    "--project",
+                    PROJECT,
+                    "--config",
+                    str(self._auth_config()),
+                ],
+                self.ports.auth,
+                cwd=self.workdir,
+                env={
+                    **os.environ,
+                    "NO_UPDATE_NOTIFIER": "1",
+                    "FIREBASE_CLI_DISABLE_UPDATE_CHECK": "1",
+                },
+            ),
+        ]
+        try:
+            for service in emulators:
+                self.services.append(service)
+                service.start(self.workdir)
+            deadline = time.monotonic() + 120
+            for service in emulators:
+                service.wait_ready(deadline)
+            create_pubsub(self.client_env(), self.ports.http)
+            gateway = Service(
+                "gateway",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "infra.gateway:app",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.ports.http),
+                    "--no-access-log",
+                    "--timeout-graceful-shutdown",
+                    "10",
+                ],
+                self.ports.http,
+                ready_path="/health",
+                cwd=ROOT,
+                env={
+                    **os.environ,
+                    **self.client_env(),
+                    "ENVIRONMENT": self.environment,
+                    "PORT": str(self.ports.http),
+                    "REALTIME_URL": f"http://localhost:{self.ports.http}",
+                },
+            )
+            self.services.append(gateway)
+            gateway.start(self.workdir)
+            gateway.wait_ready(time.monotonic() + 60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for service in reversed(self.services):
+            service.stop()
+        self.services.clear()
+
+
+def create_pubsub(env: dict[str, str], http_port: int) -> None:
+    """Create the topics and push subscriptions of `infra/resources.yaml` in the emulator,
+    pushing to the gateway as production pushes to each function."""
+    os.environ.update(env)
+    from google.api_core.exceptions import AlreadyExists
+    from google.cloud import pubsub_v1
+    from google.protobuf.duration_pb2 import Duration
+
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    policy = deployables.subscription_policy()
+    for topic in deployables.topics():
+        with suppress(AlreadyExists):
+            publisher.create_topic(name=publisher.topic_path(PROJECT, topic.name))
+    for subscription in deployables.subscriptions():
+        topic_path = publisher.topic_path(PROJECT, subscription.topic)
+        request: dict[str, object] = {
+            "name": subscriber.subscription_path(PROJECT, subscription.name),
+            "topic": topic_path,
+            "push_config": {
+                "push_endpoint": f"http://127.0.0.1:{http_port}/_events/{subscription.function}/"
+                f"{topic_path}"
+            },
+            "ack_deadline_seconds": policy["ack_deadline_seconds"],
+            "retry_policy": {
+                "minimum_backoff": Duration(seconds=policy["min_backoff_seconds"]),
+                "maximum_backoff": Duration(seconds=policy["max_backoff_seconds"]),
+            },
+        }
+        if subscription.dead_letter_topic:
+            request["dead_letter_policy"] = {
+                "dead_letter_topic": publisher.topic_path(PROJECT, subscription.dead_letter_topic),
+                "max_delivery_attempts": policy["max_delivery_attempts"],
+            }
+        with suppress(AlreadyExists):
+            subscriber.create_subscription(request=request)
+    subscriber.close()
+
+
+@contextmanager
+def running(
+    ports: Ports, workdir: Path | None = None, environment: str = "development"
+) -> Iterator[LocalStack]:
+    """A started stack, stopped on exit."""
+    with tempfile.TemporaryDirectory(prefix="mnemo-stack-") as scratch:
+        stack = LocalStack(ports, workdir or Path(scratch), environment)
+        stack.start()
+        try:
+            yield stack
+        finally:
+            stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run Mnemo's local stack (make run).")
+    parser.add_argument(
+        "--free-ports", action="store_true", help="emulators on free ports, not firebase.json's"
+    )
+    args = parser.parse_args()
+    http_port = int(os.environ.get("PORT", "8080"))
+    ports = Ports.free(http_port) if args.free_ports else Ports.from_firebase_json(http_port)
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+    stack = LocalStack(ports, ROOT / ".local" / "stack")
+    try:
+        stack.start()
+        env = stack.client_env()
+        print(
+            f"Mnemo is up on http://localhost:{ports.http} (logs in {stack.workdir})\n"
+            f"  Firestore emulator      {env['FIRESTORE_EMULATOR_HOST']}\n"
+            f"  Pub/Sub emulator        {env['PUBSUB_EMULATOR_HOST']}\n"
+            f"  Firebase Auth emulator  {env['FIREBASE_AUTH_EMULATOR_HOST']}\n"
+            "Ctrl-C stops everything.",
+            flush=True,
+        )
+        gateway = stack.services[-1]
+        assert gateway.process is not None
+        while gateway.process.poll() is None:
+            time.sleep(0.5)
+        print(f"the gateway exited:\n{gateway.log_tail()}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("stopping…", flush=True)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stack.stop()
+        print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()

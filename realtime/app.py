@@ -1,0 +1,35 @@
+"""The realtime ASGI app (Cloud Run): its route list is the streaming half of the URL space.
+
+Locally the same app answers on the stack's one port beside the functions (infra/gateway.py),
+for exactly the paths of `routes`.
+"""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import BaseRoute, Route
+
+from realtime.connections import ConnectionCounter
+
+
+async def health(request: Request) -> JSONResponse:
+    counter: ConnectionCounter = request.app.state.connections
+    return JSONResponse({"status": "ok", "connections": counter.open})
+
+
+routes: list[BaseRoute] = [
+    Route("/health", health, methods=["GET"]),
+]
+
+
+def create_app() -> ConnectionCounter:
+    """The service: the routes, wrapped in the connection counter that `/health` reports."""
+    app = Starlette(routes=routes)
+    counter = ConnectionCounter(app)
+    app.state.connections = counter
+    return counter
+
+
+app = create_app()

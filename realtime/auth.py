@@ -1,0 +1,40 @@
+"""WebSocket authentication: the same `shared.auth` as the REST functions.
+
+A browser cannot read an HTTP status from a refused handshake, so a bad token is accepted and
+then closed with 1008 (policy violation) and the reason (API.md, "Conventions").
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket
+
+from shared.auth import Access, Caller, authenticate, token_from_header
+from shared.errors import ApiError
+
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+MAX_REASON_BYTES = 123
+
+
+def close_reason(text: str) -> str:
+    """A close reason that fits the protocol's 123 bytes."""
+    encoded = text.encode()[:MAX_REASON_BYTES]
+    return encoded.decode("utf-8", "ignore")
+
+
+async def authenticate_websocket(
+    websocket: WebSocket, access: Access = Access.USER
+) -> Caller | None:
+    """The caller of `websocket` (`?token=` or the Authorization header), or None after
+    accepting and closing the socket with the reason."""
+    token = websocket.query_params.get("token") or token_from_header(
+        websocket.headers.get("authorization")
+    )
+    try:
+        return await run_in_threadpool(authenticate, token, access)
+    except ApiError as error:
+        code = TRY_AGAIN_LATER if error.status == 503 else POLICY_VIOLATION
+        await websocket.accept()
+        await websocket.close(code=code, reason=close_reason(str(error.detail)))
+        return None

@@ -1,0 +1,173 @@
+"""Who is calling: Firebase ID tokens, verified once, for functions and WebSockets alike.
+
+`authenticate()` only verifies and describes the caller; it has no side effects and no bypass.
+The token's signature is checked locally (firebase-admin caches Google's certificates); whether
+the account is disabled or its tokens revoked needs Firebase Auth, so that answer is cached per
+user for `AUTH_STATE_TTL_SECONDS` instead of being fetched on every request. Production also
+refuses anonymous users and users who have not accepted the terms of service (API.md).
+
+Under `FIREBASE_AUTH_EMULATOR_HOST` firebase-admin accepts the emulator's unsigned tokens; the
+settings refuse that variable in production.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import Forbidden, ServiceUnavailable, Unauthorized
+from shared.settings import get_settings
+
+if TYPE_CHECKING:
+    from firebase_admin import App
+
+
+class Access(StrEnum):
+    """What a route demands of its caller."""
+
+    PUBLIC = "none"
+    USER = "user"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A verified Firebase user."""
+
+    uid: str
+    email: str | None = None
+    anonymous: bool = False
+    admin: bool = False
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+def token_from_header(value: str | None) -> str | None:
+    """The ID token in an `Authorization` header, raw or as `Bearer <token>`."""
+    if not value:
+        return None
+    value = value.strip()
+    scheme, _, rest = value.partition(" ")
+    if rest and scheme.lower() == "bearer":
+        value = rest.strip()
+    return value or None
+
+
+_app: App | None = None
+_app_lock = threading.Lock()
+
+
+def _firebase_app() -> App:
+    global _app
+    if _app is None:
+        with _app_lock:
+            if _app is None:
+                import firebase_admin
+
+                _app = firebase_admin.initialize_app(
+                    options={"projectId": get_settings().google_cloud_project}, name="mnemo"
+                )
+    return _app
+
+
+@dataclass(frozen=True)
+class _AccountState:
+    disabled: bool
+    tokens_valid_after_ms: int
+    checked_at: float
+
+
+_account_states: dict[str, _AccountState] = {}
+_terms_accepted: set[str] = set()
+
+
+def _account_state(uid: str) -> _AccountState:
+    ttl = get_settings().auth_state_ttl_seconds
+    state = _account_states.get(uid)
+    if state is not None and time.monotonic() - state.checked_at < ttl:
+        return state
+    from firebase_admin import auth
+
+    try:
+        user = auth.get_user(uid, app=_firebase_app())
+    except auth.UserNotFoundError as error:
+        raise Unauthorized("this account no longer exists") from error
+    except auth.FirebaseError as error:
+        raise ServiceUnavailable("the identity service is unavailable; retry") from error
+    state = _AccountState(
+        disabled=user.disabled,
+        tokens_valid_after_ms=user.tokens_valid_after_timestamp or 0,
+        checked_at=time.monotonic(),
+    )
+    _account_states[uid] = state
+    return state
+
+
+def forget_account_state(uid: str) -> None:
+    """Drop what this instance has cached about `uid` (after deleting or changing the account)."""
+    _account_states.pop(uid, None)
+    _terms_accepted.discard(uid)
+
+
+def _has_accepted_terms(uid: str) -> bool:
+    # Only acceptance is cached: it is never withdrawn, and a refusal must be re-read so that a
+    # user who has just accepted is let in at once.
+    if uid in _terms_accepted:
+        return True
+    from shared.firestore import db
+
+    snapshot = db().collection("users").document(uid).get(field_paths=["terms_accepted"])
+    accepted = bool(snapshot.exists and snapshot.get("terms_accepted"))
+    if accepted:
+        _terms_accepted.add(uid)
+    return accepted
+
+
+def verify_id_token(token: str) -> Caller:
+    """Verify a Firebase ID token and the account behind it; raise `Unauthorized` if not valid."""
+    from firebase_admin import auth
+
+    try:
+        claims = auth.verify_id_token(token, app=_firebase_app(), clock_skew_seconds=10)
+    except auth.CertificateFetchError as error:
+        raise ServiceUnavailable("cannot fetch the token signing keys; retry") from error
+    except auth.ExpiredIdTokenError as error:
+        raise Unauthorized("the token has expired") from error
+    except (ValueError, auth.InvalidIdTokenError) as error:
+        raise Unauthorized("the token is not a valid Firebase ID token") from error
+    uid = claims.get("uid") or claims.get("sub")
+    if not isinstance(uid, str) or not uid:
+        raise Unauthorized("the token names no user")
+    state = _account_state(uid)
+    if state.disabled:
+        raise Unauthorized("this account is disabled")
+    if int(claims.get("iat", 0)) * 1000 < state.tokens_valid_after_ms:
+        raise Unauthorized("the token has been revoked")
+    firebase = claims.get("firebase") or {}
+    return Caller(
+        uid=uid,
+        email=claims.get("email"),
+        anonymous=firebase.get("sign_in_provider") == "anonymous",
+        admin=claims.get("admin") is True,
+        claims=claims,
+    )
+
+
+def authenticate(
+    token: str | None, access: Access = Access.USER, *, require_terms: bool = True
+) -> Caller:
+    """The caller behind `token`, held to `access` and to production's stricter rules."""
+    if not token:
+        raise Unauthorized("missing credentials: send a Firebase ID token in Authorization")
+    caller = verify_id_token(token)
+    if get_settings().production:
+        if caller.anonymous:
+            raise Unauthorized("anonymous accounts cannot use this API; sign in")
+        if require_terms and not _has_accepted_terms(caller.uid):
+            raise Unauthorized("accept the terms of service first (PATCH /v1/users/me)")
+    if access is Access.ADMIN and not caller.admin:
+        raise Forbidden("this route is for administrators")
+    return caller

@@ -1,0 +1,154 @@
+"""Mnemo's deployables, read from the two files that declare them.
+
+`infra/resources.yaml` lists the functions, topics and subscription policy; `firebase.json`'s
+hosting rewrites map REST URLs to functions. The local stack, the deploy, the OpenAPI document
+and the tests all read them through here, so nothing lists a function, topic or route twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESOURCES_FILE = ROOT / "infra" / "resources.yaml"
+FIREBASE_FILE = ROOT / "firebase.json"
+DEAD_LETTER_SUFFIX = ".dead-letter"
+
+
+@dataclass(frozen=True)
+class Function:
+    name: str
+    source: str
+    subscribe: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> str:
+        """The dotted module name of the source file (`functions/users.py` -> `functions.users`)."""
+        return self.source.removesuffix(".py").replace("/", ".")
+
+    @property
+    def event_driven(self) -> bool:
+        return bool(self.subscribe)
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """A hosting rewrite: a URL glob and the function that serves it."""
+
+    source: str
+    function: str
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return glob_pattern(self.source)
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    dead_letter_topic: str | None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A push subscription that feeds one topic to one event-driven function."""
+
+    name: str
+    topic: str
+    function: str
+    dead_letter_topic: str | None
+
+
+def glob_pattern(glob: str) -> re.Pattern[str]:
+    """Firebase Hosting's glob: `**` matches across segments, `*` within one."""
+    regex = ""
+    for token in re.split(r"(\*\*|\*)", glob):
+        regex += {"**": ".*", "*": "[^/]*"}.get(token) or re.escape(token)
+    return re.compile(f"^{regex}/?$")
+
+
+@cache
+def resources() -> dict[str, Any]:
+    import yaml
+
+    loaded: dict[str, Any] = yaml.safe_load(RESOURCES_FILE.read_text())
+    return loaded
+
+
+@cache
+def firebase_config() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(FIREBASE_FILE.read_text())
+    return loaded
+
+
+def functions() -> list[Function]:
+    return [
+        Function(name=name, source=spec["source"], subscribe=tuple(spec.get("subscribe", ())))
+        for name, spec in resources()["functions"].items()
+    ]
+
+
+def function(name: str) -> Function:
+    for candidate in functions():
+        if candidate.name == name:
+            return candidate
+    raise KeyError(f"no function {name!r} in {RESOURCES_FILE.name}")
+
+
+def rewrites() -> list[Rewrite]:
+    return [
+        Rewrite(source=rule["source"], function=rule["function"]["functionId"])
+        for rule in firebase_config()["hosting"]["rewrites"]
+    ]
+
+
+def function_for_path(path: str) -> str | None:
+    """The function Hosting would send `path` to: the first rewrite that matches."""
+    for rewrite in rewrites():
+        if rewrite.pattern.match(path):
+            return rewrite.function
+    return None
+
+
+def topics() -> list[Topic]:
+    declared = []
+    for name, spec in resources()["topics"].items():
+        dead_letter = f"{name}{DEAD_LETTER_SUFFIX}" if (spec or {}).get("dead_letter") else None
+        declared.append(Topic(name=name, dead_letter_topic=dead_letter))
+        if dead_letter:
+            declared.append(Topic(name=dead_letter, dead_letter_topic=None))
+    return declared
+
+
+def subscriptions() -> list[Subscription]:
+    dead_letters = {topic.name: topic.dead_letter_topic for topic in topics()}
+    return [
+        Subscription(
+            name=f"{topic}.{fn.name}",
+            topic=topic,
+            function=fn.name,
+            dead_letter_topic=dead_letters[topic],
+        )
+        for fn in functions()
+        for topic in fn.subscribe
+    ]
+
+
+def subscription_policy() -> dict[str, int]:
+    policy: dict[str, int] = resources()["subscriptions"]
+    return policy
+
+
+def http_routers() -> dict[str, Any]:
+    """Every HTTP function's `Router`, by function name (imports the function modules)."""
+    return {fn.name: fn.load().router for fn in functions() if not fn.event_driven}

@@ -1,0 +1,246 @@
+"""HTTP plumbing for the REST functions: a route table per function, validation, errors.
+
+functions-framework hands each HTTP function a werkzeug request (Flask's subclass) for every path
+that Firebase Hosting rewrites to it; a function's `Router` picks the route, authenticates the
+caller, validates query and body against pydantic models and renders the reply. The same route
+objects feed the OpenAPI document (`shared.openapi`) and the tests' auth matrix, so the
+description of the API cannot drift from what the handlers accept.
+
+Only werkzeug is used here (the request/response types functions-framework already provides),
+no web framework.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from werkzeug.wrappers import Request, Response
+
+from shared.auth import Access, Caller, authenticate, token_from_header
+from shared.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable
+from shared.logging import get_logger
+
+MAX_BODY_BYTES = 1024 * 1024
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+log = get_logger("http")
+
+
+@dataclass
+class Call:
+    """One request as a handler sees it: the caller, the validated inputs and the path values."""
+
+    request: Request
+    caller: Caller | None
+    params: dict[str, str]
+    query: Any = None
+    body: Any = None
+
+    @property
+    def user(self) -> Caller:
+        """The authenticated caller of a route that requires one."""
+        assert self.caller is not None, "route declared no authentication"
+        return self.caller
+
+
+Handler = Callable[[Call], Any]
+
+
+@dataclass
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    access: Access
+    summary: str
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    response: Any = None
+    status: int = 200
+    form: bool = False
+    require_terms: bool = True
+    responses: dict[int, str] = field(default_factory=dict)
+    pattern: re.Pattern[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.pattern = compile_path(self.path)
+
+    @property
+    def path_params(self) -> list[str]:
+        return re.findall(r"{(\w+)}", self.path)
+
+
+def compile_path(template: str) -> re.Pattern[str]:
+    """`/v1/memories/{id}` -> a regex with one named group per parameter."""
+    parts = re.split(r"({\w+})", template)
+    regex = "".join(
+        f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part) for part in parts
+    )
+    return re.compile(f"^{regex}$")
+
+
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(
+        json.dumps(payload, separators=(",", ":"), default=str),
+        status=status,
+        headers=headers,
+        mimetype="application/json",
+    )
+
+
+def _field_errors(error: ValidationError, where: str) -> ApiError:
+    errors = [
+        {
+            "loc": [where, *error_item["loc"]],
+            "msg": error_item["msg"].removeprefix("Value error, "),
+            "type": error_item["type"],
+        }
+        for error_item in error.errors(
+            include_url=False, include_context=False, include_input=False
+        )
+    ]
+    first = errors[0]
+    name = ".".join(str(part) for part in first["loc"])
+    summary = f"{name}: {first['msg']}"
+    if len(errors) > 1:
+        summary += f" (and {len(errors) - 1} more)"
+    return ApiError(summary, status=422, extra={"errors": errors})
+
+
+def _read_body(request: Request, route: Route) -> Any:
+    too_large = PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise too_large
+    if route.form and request.mimetype in FORM_TYPES:
+        request.max_content_length = MAX_BODY_BYTES
+        return request.form.to_dict()
+    raw = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise too_large
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        expected = "JSON or a form" if route.form else "JSON"
+        raise ApiError(f"body: expected {expected}", status=422) from error
+
+
+class Router:
+    """The routes of one Cloud Function; call it with a request to get a response."""
+
+    def __init__(self, function: str):
+        self.function = function
+        self.routes: list[Route] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        access: Access = Access.USER,
+        summary: str = "",
+        query: type[BaseModel] | None = None,
+        body: type[BaseModel] | None = None,
+        response: Any = None,
+        status: int = 200,
+        form: bool = False,
+        require_terms: bool = True,
+        responses: dict[int, str] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.routes.append(
+                Route(
+                    method=method.upper(),
+                    path=path,
+                    handler=handler,
+                    access=access,
+                    summary=summary or (handler.__doc__ or "").strip().split("\n")[0],
+                    query=query,
+                    body=body,
+                    response=response,
+                    status=status,
+                    form=form,
+                    require_terms=require_terms,
+                    responses=responses or {},
+                )
+            )
+            return handler
+
+        return register
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        if len(path) > 1:
+            path = path.rstrip("/")
+        allowed = []
+        for route in self.routes:
+            found = route.pattern.match(path)
+            if found is None:
+                continue
+            if route.method == method or (method == "HEAD" and route.method == "GET"):
+                return route, found.groupdict()
+            allowed.append(route.method)
+        if allowed:
+            raise MethodNotAllowed(
+                f"{method} is not allowed here", headers={"Allow": ", ".join(sorted(allowed))}
+            )
+        raise NotFound(f"no route for {path}")
+
+    def __call__(self, request: Request) -> Response:
+        try:
+            route, params = self.match(request.method, request.path)
+            return self._respond(route, request, params)
+        except ApiError as error:
+            return json_response(error.body(), error.status, error.headers)
+        except Exception as error:
+            unavailable = _unavailable(error)
+            if unavailable is not None:
+                log.warning("backend unavailable: %s", error)
+                return json_response(unavailable.body(), unavailable.status)
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return json_response({"detail": "internal error"}, 500)
+
+    def _respond(self, route: Route, request: Request, params: dict[str, str]) -> Response:
+        caller = None
+        if route.access is not Access.PUBLIC:
+            token = token_from_header(request.headers.get("Authorization"))
+            caller = authenticate(token, route.access, require_terms=route.require_terms)
+        call = Call(request=request, caller=caller, params=params)
+        if route.query is not None:
+            try:
+                call.query = route.query.model_validate(request.args.to_dict())
+            except ValidationError as error:
+                raise _field_errors(error, "query") from None
+        if route.body is not None:
+            try:
+                call.body = route.body.model_validate(_read_body(request, route))
+            except ValidationError as error:
+                raise _field_errors(error, "body") from None
+        result = route.handler(call)
+        if isinstance(result, Response):
+            return result
+        return json_response(_dump(result, route.response), route.status)
+
+
+def _dump(result: Any, response_type: Any) -> Any:
+    if isinstance(result, BaseModel):
+        return result.model_dump(mode="json")
+    if response_type is not None:
+        return TypeAdapter(response_type).dump_python(result, mode="json")
+    return result
+
+
+def _unavailable(error: Exception) -> ApiError | None:
+    """Transient backend failures (Firestore, Pub/Sub) become 503 so clients retry."""
+    from google.api_core import exceptions
+
+    if isinstance(error, exceptions.ServiceUnavailable | exceptions.DeadlineExceeded):
+        return ServiceUnavailable("a backend service is unavailable; retry")
+    return None

@@ -1,0 +1,76 @@
+"""Pydantic models of the platform endpoints: what handlers validate and OpenAPI describes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+
+
+class Strict(BaseModel):
+    """A request body: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Error(BaseModel):
+    detail: str | list[dict[str, object]]
+
+
+class Status(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class TestInfo(BaseModel):
+    status: Literal["ok"] = "ok"
+    service: str
+    environment: str
+    connections: int | None = Field(
+        description="Open WebSockets on the realtime service; null if it could not be asked."
+    )
+    realtime_url: str = Field(description="The origin that serves WebSockets and SSE streams.")
+
+
+class EmailSignup(Strict):
+    email: EmailStr = Field(max_length=254)
+
+
+def _known_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError("unknown time zone; use an IANA name such as Europe/Paris") from None
+    return value
+
+
+TimeZone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_timezone)]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35)]
+
+
+class UserProfile(BaseModel):
+    uid: str
+    email: str | None = None
+    name: str | None = None
+    timezone: str = "UTC"
+    language: str = "en"
+    terms_accepted: bool = False
+    terms_accepted_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class UserPatch(Strict):
+    terms_accepted: Literal[True] | None = Field(
+        default=None, description="Accept the terms of service (it cannot be withdrawn here)."
+    )
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    timezone: TimeZone | None = None
+    language: Language | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> UserPatch:
+        if not self.model_fields_set:
+            raise ValueError("send at least one of terms_accepted, name, timezone, language")
+        return self

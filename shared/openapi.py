@@ -1,0 +1,124 @@
+"""The OpenAPI 3.1 document, generated from the routes and models the handlers validate with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import models_json_schema
+
+from shared.auth import Access
+from shared.http import Route, Router
+from shared.models import Error
+
+REF = "#/components/schemas/{model}"
+
+ERROR_RESPONSES = {
+    401: "Missing, invalid, expired or revoked credentials",
+    403: "Authenticated but not allowed",
+    404: "Not found, or not the caller's",
+    405: "Method not allowed on this path",
+    413: "Body larger than 1 MiB",
+    422: "Invalid parameters or body; `detail` names the field",
+    503: "A backend or provider is unavailable; retry",
+}
+
+
+def _schema(model: Any, definitions: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return {"$ref": REF.format(model=model.__name__)}
+    schema = TypeAdapter(model).json_schema(ref_template=REF)
+    definitions.update(schema.pop("$defs", {}))
+    return schema
+
+
+def _operation(function: str, route: Route, definitions: dict[str, Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": f"{function}.{route.handler.__name__}",
+        "summary": route.summary,
+        "tags": [function],
+        "parameters": [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in route.path_params
+        ],
+    }
+    if route.query is not None:
+        schema = route.query.model_json_schema(ref_template=REF)
+        for name, prop in schema.get("properties", {}).items():
+            operation["parameters"].append(
+                {
+                    "name": name,
+                    "in": "query",
+                    "required": name in schema.get("required", ()),
+                    "schema": prop,
+                }
+            )
+    if route.body is not None:
+        content = {"application/json": {"schema": _schema(route.body, definitions)}}
+        if route.form:
+            content["application/x-www-form-urlencoded"] = content["application/json"]
+        operation["requestBody"] = {"required": True, "content": content}
+    success: dict[str, Any] = {"description": "Success"}
+    if route.response is not None:
+        success["content"] = {"application/json": {"schema": _schema(route.response, definitions)}}
+    responses: dict[str, Any] = {str(route.status): success}
+    for status, description in route.responses.items():
+        responses[str(status)] = {"description": description}
+    errors = dict(ERROR_RESPONSES)
+    if route.access is Access.PUBLIC:
+        errors.pop(401)
+        errors.pop(403)
+    if route.body is None:
+        errors.pop(413)
+    for status, description in errors.items():
+        responses[str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
+        }
+    operation["responses"] = responses
+    if route.access is not Access.PUBLIC:
+        operation["security"] = [{"firebase": []}]
+    if route.access is Access.ADMIN:
+        operation["description"] = "Requires the `admin` custom claim."
+    return operation
+
+
+def build(routers: dict[str, Router], title: str = "Mnemo", version: str = "1") -> dict[str, Any]:
+    """The document for every route of `routers` (function name -> router)."""
+    models: set[type[BaseModel]] = {Error}
+    for router in routers.values():
+        for route in router.routes:
+            for model in (route.query, route.body, route.response):
+                if isinstance(model, type) and issubclass(model, BaseModel):
+                    models.add(model)
+    _, schemas = models_json_schema(
+        [(model, "validation") for model in sorted(models, key=lambda m: m.__name__)],
+        ref_template=REF,
+    )
+    definitions: dict[str, Any] = dict(schemas.get("$defs", {}))
+    paths: dict[str, dict[str, Any]] = {}
+    for function, router in routers.items():
+        for route in router.routes:
+            paths.setdefault(route.path, {})[route.method.lower()] = _operation(
+                function, route, definitions
+            )
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": title,
+            "version": version,
+            "description": "REST API of Mnemo. Streaming endpoints (WebSockets, SSE) are served "
+            "by the realtime origin that `GET /test` reports.",
+        },
+        "paths": dict(sorted(paths.items())),
+        "components": {
+            "schemas": dict(sorted(definitions.items())),
+            "securitySchemes": {
+                "firebase": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "Firebase ID token (also accepted without the Bearer prefix)",
+                }
+            },
+        },
+    }
