@@ -1,0 +1,64 @@
+"""One local stack per test session (emulators on free ports + the gateway), shared by all tests.
+
+It runs on free ports, so `make test` works while `make run` is up. The test process itself talks
+to the same emulators (Firestore reads, Auth users) through the standard environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infra.local import PROJECT, LocalStack, Ports
+from shared import settings as settings_module
+from tests.support.auth_emulator import AuthEmulator, User
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    local = LocalStack(Ports.free(), Path(tmp_path_factory.mktemp("stack")))
+    local.start()
+    saved = dict(os.environ)
+    os.environ.update(local.client_env())
+    try:
+        yield local
+    finally:
+        local.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test reads settings afresh from an environment without production leftovers."""
+    monkeypatch.delenv("ENVIRONMENT", raising=False)
+    monkeypatch.setattr(settings_module, "_settings", None)
+    yield
+
+
+@pytest.fixture(scope="session")
+def auth_emulator(stack: LocalStack) -> AuthEmulator:
+    return AuthEmulator(stack.client_env()["FIREBASE_AUTH_EMULATOR_HOST"], PROJECT)
+
+
+@pytest.fixture
+def user(auth_emulator: AuthEmulator) -> User:
+    return auth_emulator.sign_up()
+
+
+@pytest.fixture(scope="session")
+def api(stack: LocalStack) -> Iterator[httpx.Client]:
+    """An HTTP client for the stack's one port."""
+    with httpx.Client(base_url=stack.base_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def firestore(stack: LocalStack):  # type: ignore[no-untyped-def]
+    from google.cloud import firestore as firestore_sdk
+
+    return firestore_sdk.Client(project=PROJECT)

@@ -1,0 +1,139 @@
+"""Every route that needs a user, against every way of not being one.
+
+Generated from the route table, so a new route is covered the day it is added. Development
+mode runs through the stack's port; production mode through functions-framework in this
+process, with production settings (the emulator hosts that production refuses are how this
+test gets its users, so those settings are constructed here without that check).
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from functions_framework import create_app
+
+from shared import deployables
+from shared import settings as settings_module
+from shared.deployables import ROOT
+from shared.settings import Settings
+from tests.support.routes import TableRow, protected_routes
+
+ROWS = protected_routes()
+IDS = [row.id for row in ROWS]
+
+
+def _send(client, row: TableRow, headers: dict[str, str]):
+    return client.request(row.route.method, row.url, headers=headers, json={})
+
+
+def _refused(reply) -> None:
+    assert reply.status_code == 401, reply.text
+    assert reply.json()["detail"]
+    assert reply.headers.get("WWW-Authenticate") == "Bearer"
+
+
+def test_the_table_is_not_empty():
+    assert {row.id for row in ROWS} >= {
+        "GET /v1/users/me",
+        "PATCH /v1/users/me",
+        "DELETE /v1/users/me",
+    }
+
+
+@pytest.mark.parametrize("row", ROWS, ids=IDS)
+def test_unauthenticated_callers_are_refused(api, auth_emulator, row):
+    disabled = auth_emulator.sign_up()
+    auth_emulator.disable(disabled)
+    stranger = auth_emulator.sign_up()
+    now = int(time.time())
+    credentials = {
+        "no token": {},
+        "empty": {"Authorization": ""},
+        "bearer without token": {"Authorization": "Bearer"},
+        "garbage, bearer": {"Authorization": "Bearer not.a.token"},
+        "garbage, raw": {"Authorization": "garbage"},
+        "disabled user, bearer": disabled.bearer,
+        "disabled user, raw": disabled.raw,
+        "expired": {
+            "Authorization": auth_emulator.forged(stranger.uid, iat=now - 7200, exp=now - 3600)
+        },
+        "another project": {
+            "Authorization": auth_emulator.forged(stranger.uid, aud="another-project")
+        },
+        "user that does not exist": {"Authorization": auth_emulator.forged("nobody-at-all")},
+    }
+    for name, headers in credentials.items():
+        reply = _send(api, row, headers)
+        assert reply.status_code == 401, f"{name}: {reply.status_code} {reply.text}"
+        _refused(reply)
+
+
+@pytest.mark.parametrize("form", ["bearer", "raw"])
+@pytest.mark.parametrize("row", ROWS, ids=IDS)
+def test_a_valid_token_gets_past_authentication_in_both_forms(api, auth_emulator, row, form):
+    user = auth_emulator.sign_up()
+    reply = _send(api, row, getattr(user, form))
+    assert reply.status_code not in (401, 403, 500), reply.text
+
+
+@pytest.fixture
+def production(monkeypatch):
+    """Production rules, with this process's emulator hosts (see the module docstring)."""
+    settings = Settings.model_construct(
+        environment="production",
+        realtime_url="https://live.example.com",
+        token_encryption_key="not-the-dev-key",
+    )
+    monkeypatch.setattr(settings_module, "_settings", settings)
+    return settings
+
+
+def _client(function: str) -> httpx.Client:
+    """The function as functions-framework serves it, called in this process."""
+    source = ROOT / deployables.function(function).source
+    app = create_app(target=function, source=str(source), signature_type="http")
+    return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://function")
+
+
+# Routes that must work before the terms are accepted: reading and accepting them, and
+# deleting one's data. Anonymous users are still refused there.
+TERMS_EXEMPT = {"GET /v1/users/me", "PATCH /v1/users/me", "DELETE /v1/users/me"}
+
+
+def test_the_terms_exemptions_are_exactly_the_account_routes():
+    assert {row.id for row in ROWS if not row.route.require_terms} == TERMS_EXEMPT
+
+
+@pytest.mark.parametrize("row", ROWS, ids=IDS)
+def test_production_refuses_anonymous_users_and_unaccepted_terms(
+    production, auth_emulator, firestore, row
+):
+    client = _client(row.function)
+    anonymous = auth_emulator.sign_up(anonymous=True)
+    for headers in (anonymous.bearer, anonymous.raw):
+        reply = _send(client, row, headers)
+        _refused(reply)
+        assert "anonymous" in reply.json()["detail"]
+
+    newcomer = auth_emulator.sign_up()
+    if row.id in TERMS_EXEMPT:
+        assert _send(client, row, newcomer.bearer).status_code not in (401, 500)
+        return
+    for headers in (newcomer.bearer, newcomer.raw):
+        reply = _send(client, row, headers)
+        _refused(reply)
+        assert "terms" in reply.json()["detail"]
+    accepted = auth_emulator.sign_up()
+    firestore.collection("users").document(accepted.uid).set({"terms_accepted": True})
+    assert _send(client, row, accepted.bearer).status_code not in (401, 500)
+
+
+def test_production_lets_a_user_accept_the_terms_then_in(production, auth_emulator):
+    client = _client("users")
+    newcomer = auth_emulator.sign_up()
+    reply = client.patch("/v1/users/me", json={"terms_accepted": True}, headers=newcomer.bearer)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["terms_accepted"] is True
+    assert client.get("/v1/users/me", headers=newcomer.raw).status_code == 200

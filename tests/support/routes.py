@@ -1,0 +1,39 @@
+"""The route table, as the tests enumerate it: every route of every HTTP function."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared import deployables
+from shared.auth import Access
+from shared.http import Route
+
+
+@dataclass(frozen=True)
+class TableRow:
+    function: str
+    route: Route
+
+    @property
+    def url(self) -> str:
+        """The route's path with every parameter filled with an id nobody owns."""
+        path = self.route.path
+        for name in self.route.path_params:
+            path = path.replace(f"{{{name}}}", f"no-such-{name}")
+        return path
+
+    @property
+    def id(self) -> str:
+        return f"{self.route.method} {self.route.path}"
+
+
+def route_table() -> list[TableRow]:
+    return [
+        TableRow(function, route)
+        for function, router in deployables.http_routers().items()
+        for route in router.routes
+    ]
+
+
+def protected_routes() -> list[TableRow]:
+    return [row for row in route_table() if row.route.access is not Access.PUBLIC]
