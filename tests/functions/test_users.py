@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.users import USER_OWNED_COLLECTIONS, waitlist_id
+
+
+def test_a_new_user_reads_a_default_profile(api, user):
+    reply = api.get("/v1/users/me", headers=user.bearer)
+    assert reply.status_code == 200
+    assert reply.json() | {} == {
+        "uid": user.uid,
+        "email": user.email,
+        "name": None,
+        "timezone": "UTC",
+        "language": "en",
+        "terms_accepted": False,
+        "terms_accepted_at": None,
+        "created_at": None,
+        "updated_at": None,
+    }
+
+
+def test_patch_accepts_the_terms_once_and_changes_the_profile(api, user, firestore):
+    first = api.patch("/v1/users/me", json={"terms_accepted": True}, headers=user.bearer)
+    assert first.status_code == 200, first.text
+    accepted_at = first.json()["terms_accepted_at"]
+    assert accepted_at and first.json()["terms_accepted"] is True
+
+    body = {"terms_accepted": True, "name": "Ada", "timezone": "Europe/Paris", "language": "fr"}
+    second = api.patch("/v1/users/me", json=body, headers=user.raw)
+    assert second.status_code == 200, second.text
+    profile = api.get("/v1/users/me", headers=user.bearer).json()
+    assert profile["name"] == "Ada"
+    assert profile["timezone"] == "Europe/Paris"
+    assert profile["language"] == "fr"
+    assert profile["terms_accepted_at"] == accepted_at
+    assert firestore.collection("users").document(user.uid).get().get("name") == "Ada"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "body"),
+        ({"terms_accepted": False}, "terms_accepted"),
+        ({"terms_accepted": "yes"}, "terms_accepted"),
+        ({"timezone": "Mars/Olympus_Mons"}, "timezone"),
+        ({"language": "English!"}, "language"),
+        ({"name": ""}, "name"),
+        ({"name": "x" * 101}, "name"),
+        ({"uid": "someone-else"}, "uid"),
+        ({"email": "me@example.com"}, "email"),
+    ],
+)
+def test_a_bad_patch_is_422_naming_the_field_and_changes_nothing(api, user, firestore, body, field):
+    reply = api.patch("/v1/users/me", json=body, headers=user.bearer)
+    assert reply.status_code == 422
+    assert field in reply.json()["detail"]
+    assert not firestore.collection("users").document(user.uid).get().exists
+
+
+def test_a_patch_that_is_not_an_object_is_422(api, user):
+    for body in (b"[1, 2]", b"not json", b'"string"'):
+        reply = api.patch("/v1/users/me", content=body, headers=user.bearer)
+        assert reply.status_code == 422, body
+
+
+def _documents_of(firestore, uid: str) -> list[str]:
+    """Every document anywhere in the database that belongs to `uid`: under `users/{uid}`, or
+    holding `uid` in a field, at any depth (collections and subcollections are walked)."""
+    found = []
+
+    def walk(collection) -> None:
+        for reference in collection.list_documents():
+            if uid in reference.path.split("/"):
+                found.append(reference.path)
+            snapshot = reference.get()
+            if snapshot.exists and uid in (str(value) for value in snapshot.to_dict().values()):
+                found.append(reference.path)
+            for child in reference.collections():
+                walk(child)
+
+    for collection in firestore.collections():
+        walk(collection)
+    return found
+
+
+def test_delete_removes_every_document_of_the_user_and_only_theirs(
+    api, auth_emulator, firestore
+):
+    user, neighbour = auth_emulator.sign_up(), auth_emulator.sign_up()
+    for someone in (user, neighbour):
+        assert api.patch("/v1/users/me", json={"name": "x"}, headers=someone.bearer).is_success
+        home = firestore.collection("users").document(someone.uid)
+        home.collection("memories").document("m1").set({"content": "likes tea"})
+        conversation = home.collection("conversations").document("c1")
+        conversation.set({"status": "completed"})
+        conversation.collection("photos").document("p1").set({"url": "x"})
+        home.collection("chats").document("default").collection("messages").add({"text": "hi"})
+        # A subcollection under a document that was never written itself.
+        home.collection("integrations").document("google").collection("log").add({"at": 1})
+        for name in USER_OWNED_COLLECTIONS:
+            firestore.collection(name).add({"uid": someone.uid})
+        api.post("/waitlist", json={"email": someone.email})
+    assert len(_documents_of(firestore, user.uid)) > 8
+
+    reply = api.delete("/v1/users/me", headers=user.bearer)
+    assert reply.status_code == 204
+    assert _documents_of(firestore, user.uid) == []
+    assert not firestore.collection("waitlist").document(waitlist_id(user.email)).get().exists
+    assert len(_documents_of(firestore, neighbour.uid)) > 8
+
+    again = api.delete("/v1/users/me", headers=user.bearer)
+    assert again.status_code == 204
