@@ -16,12 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,17 +124,18 @@ class Service:
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log_path: Path | None = None
 
-    def start(self, log_dir: Path) -> None:
+    def start(self, log_dir: Path | None) -> None:
+        """Start in a session of its own, logging to `log_dir`, or to this terminal if None."""
         if port_open(self.port):
             raise SystemExit(f"{self.name}: port {self.port} is already in use")
-        self.log_path = log_dir / f"{self.name}.log"
-        with self.log_path.open("wb") as log:
+        self.log_path = log_dir / f"{self.name}.log" if log_dir else None
+        with self.log_path.open("wb") if self.log_path else open(os.devnull, "wb") as log:
             self.process = subprocess.Popen(
                 self.command,
                 cwd=self.cwd,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=log if self.log_path else None,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
@@ -186,10 +185,15 @@ class Service:
 class LocalStack:
     """Emulators + Pub/Sub set-up + the gateway, started and stopped as one."""
 
-    def __init__(self, ports: Ports, workdir: Path, environment: str = "development"):
+    def __init__(
+        self,
+        ports: Ports,
+        workdir: Path,
+        gateway_to_terminal: bool = False,
+    ):
         self.ports = ports
         self.workdir = workdir
-        self.environment = environment
+        self.gateway_to_terminal = gateway_to_terminal
         self.services: list[Service] = []
 
     @property
@@ -233,6 +237,8 @@ class LocalStack:
                     "firestore",
                     "start",
                     f"--host-port=127.0.0.1:{self.ports.firestore}",
+                    # Production's rules, so the tests show that apps cannot go around the API.
+                    f"--rules={ROOT / deployables.firebase_config()['firestore']['rules']}",
                 ],
                 self.ports.firestore,
                 env=quiet,
@@ -301,13 +307,13 @@ class LocalStack:
                 env={
                     **os.environ,
                     **self.client_env(),
-                    "ENVIRONMENT": self.environment,
+                    "ENVIRONMENT": "development",
                     "PORT": str(self.ports.http),
                     "REALTIME_URL": f"http://localhost:{self.ports.http}",
                 },
             )
             self.services.append(gateway)
-            gateway.start(self.workdir)
+            gateway.start(None if self.gateway_to_terminal else self.workdir)
             gateway.wait_ready(time.monotonic() + 60)
         except BaseException:
             self.stop()
@@ -358,20 +364,6 @@ def create_pubsub(env: dict[str, str], http_port: int) -> None:
     subscriber.close()
 
 
-@contextmanager
-def running(
-    ports: Ports, workdir: Path | None = None, environment: str = "development"
-) -> Iterator[LocalStack]:
-    """A started stack, stopped on exit."""
-    with tempfile.TemporaryDirectory(prefix="mnemo-stack-") as scratch:
-        stack = LocalStack(ports, workdir or Path(scratch), environment)
-        stack.start()
-        try:
-            yield stack
-        finally:
-            stack.stop()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description="Run Mnemo's local stack (make run).")
     parser.add_argument(
@@ -386,12 +378,12 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
-    stack = LocalStack(ports, ROOT / ".local" / "stack")
+    stack = LocalStack(ports, ROOT / ".local" / f"stack-{ports.http}", gateway_to_terminal=True)
     try:
         stack.start()
         env = stack.client_env()
         print(
-            f"Mnemo is up on http://localhost:{ports.http} (logs in {stack.workdir})\n"
+            f"Mnemo is up on http://localhost:{ports.http} (emulator logs in {stack.workdir})\n"
             f"  Firestore emulator      {env['FIRESTORE_EMULATOR_HOST']}\n"
             f"  Pub/Sub emulator        {env['PUBSUB_EMULATOR_HOST']}\n"
             f"  Firebase Auth emulator  {env['FIREBASE_AUTH_EMULATOR_HOST']}\n"
@@ -400,8 +392,12 @@ def main() -> None:
         )
         gateway = stack.services[-1]
         assert gateway.process is not None
+        # `make` does not pass SIGTERM on to its recipe: if it dies, so does the stack.
+        parent = os.getppid()
         while gateway.process.poll() is None:
-            time.sleep(0.5)
+            if os.getppid() != parent:
+                raise KeyboardInterrupt
+            time.sleep(0.2)
         print(f"the gateway exited:\n{gateway.log_tail()}", file=sys.stderr, flush=True)
         sys.exit(1)
     except KeyboardInterrupt:

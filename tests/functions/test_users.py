@@ -85,9 +85,7 @@ def _documents_of(firestore, uid: str) -> list[str]:
     return found
 
 
-def test_delete_removes_every_document_of_the_user_and_only_theirs(
-    api, auth_emulator, firestore
-):
+def test_delete_removes_every_document_of_the_user_and_only_theirs(api, auth_emulator, firestore):
     user, neighbour = auth_emulator.sign_up(), auth_emulator.sign_up()
     for someone in (user, neighbour):
         assert api.patch("/v1/users/me", json={"name": "x"}, headers=someone.bearer).is_success

@@ -1,0 +1,63 @@
+"""What the local stack sets up in the emulators, seen through them."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import httpx
+
+from infra.local import PROJECT
+from shared import deployables
+from shared.pubsub import publish
+
+
+def test_apps_cannot_read_or_write_firestore_directly(stack, user, firestore):
+    firestore.collection("users").document(user.uid).set({"name": "mine"})
+    host = stack.client_env()["FIRESTORE_EMULATOR_HOST"]
+    document = f"http://{host}/v1/projects/{PROJECT}/databases/(default)/documents/users/{user.uid}"
+    for headers in ({}, user.bearer):
+        assert httpx.get(document, headers=headers).status_code == 403
+        written = httpx.patch(document, headers=headers, json={"fields": {}})
+        assert written.status_code == 403
+    assert firestore.collection("users").document(user.uid).get().get("name") == "mine"
+
+
+def test_every_declared_subscription_exists_with_its_policies(stack):
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
+    policy = deployables.subscription_policy()
+    for declared in deployables.subscriptions():
+        found = subscriber.get_subscription(
+            subscription=subscriber.subscription_path(PROJECT, declared.name)
+        )
+        assert found.topic.endswith(f"/topics/{declared.topic}")
+        assert found.push_config.push_endpoint.startswith(
+            f"{stack.base_url}/_events/{declared.function}/"
+        )
+        assert found.ack_deadline_seconds == policy["ack_deadline_seconds"]
+        if declared.dead_letter_topic:
+            assert found.dead_letter_policy.dead_letter_topic.endswith(declared.dead_letter_topic)
+            assert found.dead_letter_policy.max_delivery_attempts == policy["max_delivery_attempts"]
+    subscriber.close()
+
+
+def test_a_dead_lettered_message_is_recorded_through_the_push_subscription(stack, firestore):
+    marker = uuid.uuid4().hex
+    message_id = publish(
+        "conversation.finished.dead-letter",
+        {"conversation_id": marker},
+        CloudPubSubDeadLetterSourceSubscription="conversation.finished.process_conversation",
+        CloudPubSubDeadLetterSourceDeliveryCount="5",
+    )
+    record = firestore.collection("dead_letters").document(message_id)
+    deadline = time.monotonic() + 30
+    while not record.get().exists and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stored = record.get()
+    assert stored.exists, "the dead_letters function never recorded the message"
+    assert json.loads(stored.get("data")) == {"conversation_id": marker}
+    assert stored.get("subscription") == "conversation.finished.process_conversation"
+    assert stored.get("delivery_attempts") == "5"
