@@ -30,6 +30,18 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever `sys.stdout` is when a record arrives (it may be swapped later)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 _configured = False
 
 
@@ -37,7 +49,7 @@ def get_logger(name: str) -> logging.Logger:
     """A logger whose records reach stdout as one JSON object per line."""
     global _configured
     if not _configured:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(JsonFormatter())
         root = logging.getLogger("mnemo")
         root.addHandler(handler)

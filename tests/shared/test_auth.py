@@ -1,0 +1,81 @@
+"""`shared.auth` in this process, against the Auth emulator."""
+
+from __future__ import annotations
+
+import firebase_admin.auth
+import pytest
+
+from shared import auth
+from shared import settings as settings_module
+from shared.auth import Access, authenticate, token_from_header
+from shared.errors import Forbidden, Unauthorized
+from shared.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("header", "token"),
+    [
+        (None, None),
+        ("", None),
+        ("   ", None),
+        ("Bearer", "Bearer"),
+        ("abc.def.ghi", "abc.def.ghi"),
+        ("Bearer abc.def.ghi", "abc.def.ghi"),
+        ("bearer   abc.def.ghi ", "abc.def.ghi"),
+    ],
+)
+def test_the_token_is_read_raw_or_after_bearer(header, token):
+    assert token_from_header(header) == token
+
+
+@pytest.fixture
+def get_user_calls(monkeypatch):
+    """Counts the calls that reach Firebase Auth (the real function still answers)."""
+    calls = []
+    real = firebase_admin.auth.get_user
+
+    def counting(uid, app=None):
+        calls.append(uid)
+        return real(uid, app=app)
+
+    monkeypatch.setattr(firebase_admin.auth, "get_user", counting)
+    return calls
+
+
+def test_a_verified_account_is_not_looked_up_again_within_the_ttl(stack, user, get_user_calls):
+    for _ in range(5):
+        assert authenticate(user.token).uid == user.uid
+    assert get_user_calls == [user.uid]
+
+
+def test_a_disabled_account_is_refused_once_its_cached_state_expires(
+    stack, auth_emulator, monkeypatch, get_user_calls
+):
+    monkeypatch.setattr(
+        settings_module, "_settings", Settings.model_construct(auth_state_ttl_seconds=0)
+    )
+    user = auth_emulator.sign_up()
+    assert authenticate(user.token).uid == user.uid
+    auth_emulator.disable(user)
+    with pytest.raises(Unauthorized, match="disabled"):
+        authenticate(user.token)
+    assert get_user_calls == [user.uid, user.uid]
+
+
+def test_the_admin_claim_opens_admin_routes_and_nothing_else_does(stack, auth_emulator):
+    user = auth_emulator.sign_up()
+    with pytest.raises(Forbidden):
+        authenticate(user.token, Access.ADMIN)
+    impostor = auth_emulator.with_claims(user, {"admin": "yes"})
+    with pytest.raises(Forbidden):
+        authenticate(impostor.token, Access.ADMIN)
+    admin = auth_emulator.with_claims(user, {"admin": True})
+    caller = authenticate(admin.token, Access.ADMIN)
+    assert caller.admin and caller.uid == user.uid
+
+
+def test_forgetting_an_account_makes_the_next_request_ask_again(stack, user, get_user_calls):
+    authenticate(user.token)
+    auth.forget_account_state(user.uid)
+    authenticate(user.token)
+    assert get_user_calls == [user.uid, user.uid]
