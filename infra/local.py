@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -38,11 +39,22 @@ class PrerequisiteMissing(SystemExit):
     """A tool the stack needs is not installed; the message says how to get it."""
 
 
+# Below Linux's ephemeral range (32768-60999), from which the emulators take their own extra
+# ports while starting: a port picked there could be taken again before its service binds it.
+FREE_PORT_RANGE = (20000, 32000)
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A port on 127.0.0.1 that nothing listens on now, outside the ephemeral range."""
+    for _ in range(1000):
+        port = random.randrange(*FREE_PORT_RANGE)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise SystemExit(f"no free port in {FREE_PORT_RANGE}")
 
 
 def port_open(port: int) -> bool:
@@ -73,14 +85,16 @@ class Ports:
 
     @classmethod
     def free(cls, http: int | None = None) -> Ports:
-        return cls(
-            http=http or free_port(),
-            firestore=free_port(),
-            pubsub=free_port(),
-            auth=free_port(),
-            hub=free_port(),
-            logging=free_port(),
-        )
+        """Six distinct free ports (the HTTP one given or free too)."""
+        chosen = {http} if http else set()
+        while len(chosen) < 6:
+            chosen.add(free_port())
+        if http:
+            chosen.discard(http)
+        ports = sorted(chosen)
+        if not http:
+            http = ports.pop()
+        return cls(http, *ports)
 
 
 def check_prerequisites() -> Path:
@@ -329,8 +343,8 @@ def create_pubsub(env: dict[str, str], http_port: int) -> None:
     """Create the topics and push subscriptions of `infra/resources.yaml` in the emulator,
     pushing to the gateway as production pushes to each function."""
     os.environ.update(env)
+    import google.cloud.pubsub_v1 as pubsub_v1
     from google.api_core.exceptions import AlreadyExists
-    from google.cloud import pubsub_v1
     from google.protobuf.duration_pb2 import Duration
 
     publisher = pubsub_v1.PublisherClient()

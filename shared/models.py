@@ -9,21 +9,28 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
 
-class Strict(BaseModel):
+class Model(BaseModel):
+    """Every model builds its validator on first use, not at import: a function's cold start
+    pays only for the models its first request touches."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class Strict(Model):
     """A request body: unknown fields are an error, not silently dropped."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
 
 
-class Error(BaseModel):
+class Error(Model):
     detail: str | list[dict[str, object]]
 
 
-class Status(BaseModel):
+class Status(Model):
     status: Literal["ok"] = "ok"
 
 
-class TestInfo(BaseModel):
+class TestInfo(Model):
     status: Literal["ok"] = "ok"
     service: str
     environment: str
@@ -49,7 +56,7 @@ TimeZone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_kn
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35)]
 
 
-class UserProfile(BaseModel):
+class UserProfile(Model):
     uid: str
     email: str | None = None
     name: str | None = None

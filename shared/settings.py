@@ -4,16 +4,17 @@ Every environment variable Mnemo reads is declared here (ARCHITECTURE.md, "Confi
 Production refuses to start with an emulator host or a development secret: emulator tokens are
 unsigned, so honouring `FIREBASE_AUTH_EMULATOR_HOST` in production would let anyone in.
 
-This is a plain pydantic model rather than pydantic-settings: that package costs a tenth of a
-second of import time on every cold start and we only need `os.environ`.
+A frozen dataclass with a small typed parser rather than pydantic(-settings): settings are read
+on every cold start, and building a pydantic model class costs more than this whole module.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import typing
+from dataclasses import dataclass
+from typing import Any, Literal, get_args, get_origin
 
 DEV_TOKEN_ENCRYPTION_KEY = "dev-only-token-encryption-key-not-for-production"
 
@@ -28,12 +29,11 @@ class SettingsError(RuntimeError):
     """The environment describes a configuration Mnemo refuses to run with."""
 
 
-class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+@dataclass(frozen=True)
+class Settings:
     environment: Literal["development", "production"] = "development"
-    google_cloud_project: str = Field(default="demo-mnemo", min_length=1)
-    port: int = Field(default=8080, ge=1, le=65535)
+    google_cloud_project: str = "demo-mnemo"
+    port: int = 8080
     realtime_url: str = ""
     firestore_emulator_host: str | None = None
     pubsub_emulator_host: str | None = None
@@ -57,9 +57,9 @@ class Settings(BaseModel):
     token_encryption_key: str = DEV_TOKEN_ENCRYPTION_KEY
     app_redirect_url: str = "http://localhost:8080/"
     site_url: str = "https://mnemo.app/"
-    # How long a verified user's account state (disabled, revoked, terms) is trusted before
-    # Firebase Auth is asked again. Keeps token verification off the network on hot paths.
-    auth_state_ttl_seconds: float = Field(default=300.0, ge=0)
+    # How long a verified user's account state (disabled, revoked) is trusted before Firebase
+    # Auth is asked again. Keeps token verification off the network on hot paths.
+    auth_state_ttl_seconds: float = 300.0
 
     @property
     def production(self) -> bool:
@@ -70,10 +70,13 @@ class Settings(BaseModel):
         """Where clients open WebSockets and SSE streams (the `live.` origin in production)."""
         return self.realtime_url or f"http://localhost:{self.port}"
 
-    @model_validator(mode="after")
-    def _refuse_unsafe_production(self) -> Settings:
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise SettingsError(f"invalid configuration: PORT {self.port} is not a port")
+        if self.auth_state_ttl_seconds < 0:
+            raise SettingsError("invalid configuration: AUTH_STATE_TTL_SECONDS is negative")
         if not self.production:
-            return self
+            return
         emulators = [
             name for name in EMULATOR_HOST_VARIABLES if getattr(self, name.lower()) is not None
         ]
@@ -87,23 +90,36 @@ class Settings(BaseModel):
             raise SettingsError("ENVIRONMENT=production needs a real GOOGLE_CLOUD_PROJECT")
         if not self.realtime_url:
             raise SettingsError("ENVIRONMENT=production needs REALTIME_URL (the streaming origin)")
-        return self
 
     @classmethod
-    def from_environ(cls, environ: dict[str, str] | None = None) -> Settings:
-        """Build settings from environment variables named like the fields, upper-cased."""
-        environ = dict(os.environ if environ is None else environ)
+    def from_environ(cls, environ: typing.Mapping[str, str] | None = None) -> Settings:
+        """Build settings from environment variables named like the fields, upper-cased.
+        An empty variable counts as unset."""
+        environ = os.environ if environ is None else environ
+        hints = typing.get_type_hints(cls)
         values = {
-            name: environ[name.upper()]
-            for name in cls.model_fields
-            if environ.get(name.upper(), "") != ""
+            field.name: _parse(field.name.upper(), environ[field.name.upper()], hints[field.name])
+            for field in dataclasses.fields(cls)
+            if environ.get(field.name.upper(), "") != ""
         }
-        try:
-            return cls.model_validate(values)
-        except SettingsError:
-            raise
-        except ValueError as error:
-            raise SettingsError(f"invalid configuration: {error}") from error
+        return cls(**values)
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    if get_origin(kind) is Literal:
+        if raw not in get_args(kind):
+            allowed = ", ".join(get_args(kind))
+            raise SettingsError(f"invalid configuration: {name}={raw!r}; expected one of {allowed}")
+        return raw
+    for target in (int, float):
+        if kind is target:
+            try:
+                return target(raw)
+            except ValueError:
+                raise SettingsError(
+                    f"invalid configuration: {name}={raw!r} is not a {target.__name__}"
+                ) from None
+    return raw
 
 
 _settings: Settings | None = None

@@ -51,9 +51,7 @@ def test_a_verified_account_is_not_looked_up_again_within_the_ttl(stack, user, g
 def test_a_disabled_account_is_refused_once_its_cached_state_expires(
     stack, auth_emulator, monkeypatch, get_user_calls
 ):
-    monkeypatch.setattr(
-        settings_module, "_settings", Settings.model_construct(auth_state_ttl_seconds=0)
-    )
+    monkeypatch.setattr(settings_module, "_settings", Settings(auth_state_ttl_seconds=0))
     user = auth_emulator.sign_up()
     assert authenticate(user.token).uid == user.uid
     auth_emulator.disable(user)

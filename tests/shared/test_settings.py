@@ -53,7 +53,13 @@ def test_production_refuses_emulators_and_development_secrets(change, complaint)
 
 @pytest.mark.parametrize(
     "environ",
-    [{"PORT": "eighty"}, {"PORT": "0"}, {"ENVIRONMENT": "staging"}, {"PLAID_ENV": "develop"}],
+    [
+        {"PORT": "eighty"},
+        {"PORT": "0"},
+        {"ENVIRONMENT": "staging"},
+        {"PLAID_ENV": "develop"},
+        {"AUTH_STATE_TTL_SECONDS": "soon"},
+    ],
 )
 def test_malformed_values_fail_fast_with_a_settings_error(environ):
     with pytest.raises(SettingsError, match="invalid configuration"):

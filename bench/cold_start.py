@@ -1,0 +1,365 @@
+"""Cold start of each HTTP function against a floor: `make bench` (`python -m bench.cold_start`).
+
+For every HTTP function of `infra/resources.yaml` this measures the time from process start to
+the first authenticated success response when the function is served by functions-framework
+alone (`functions-framework --source functions/<name>.py --target <name>`), and compares it with
+the same measurement of `bench/floor.py`, which imports only functions-framework and Firestore
+and does the same irreducible Firestore I/O (build a client, read one document) on its first
+request. The emulators come from the local stack (`infra.local.LocalStack`) and a user token from
+the Auth emulator, so the probe goes through the function's real authentication.
+
+The machine may be shared and noisy, so the runs alternate within one invocation (floor, f1, f2,
+..., floor, f1, f2, ...) and the table reports medians. The probe of a function is its first GET
+route, preferring one that needs a user; a function without a GET route gets its first route
+with a JSON body. The exit code is 0 whatever the ratios (this is a report); it is non-zero only
+if a function fails to start or answers with an error, which is reported with its log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from infra.local import LocalStack, Ports, free_port
+from shared import deployables
+from shared.auth import Access
+from shared.deployables import ROOT
+from shared.http import Route, Router
+from tests.support.auth_emulator import AuthEmulator
+
+FLOOR = "floor"
+FLOOR_SOURCE = "bench/floor.py"
+RESULTS_FILE = ROOT / "bench" / "results" / "cold_start.json"
+SUCCESS = (200, 201, 204)
+START_TIMEOUT = 30.0  # seconds from Popen to the first success response
+CONNECT_TIMEOUT = 0.25
+POLL_INTERVAL = 0.005
+STOP_TIMEOUT = 5.0
+
+
+class BenchError(RuntimeError):
+    """A function did not start or did not answer with a success; the message says why."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One function to start and the request that proves it is up."""
+
+    name: str
+    source: str
+    method: str = "GET"
+    path: str = "/"
+    body: bool = False
+
+    @property
+    def probe(self) -> str:
+        return f"{self.method} {self.path}"
+
+
+@dataclass
+class Result:
+    target: Target
+    samples_ms: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples_ms)
+
+
+def probe_route(router: Router) -> Route:
+    """The first GET route, preferring one that needs a user (and one without path parameters);
+    without a GET route, the first route."""
+    gets = [route for route in router.routes if route.method == "GET"]
+    if not gets:
+        return router.routes[0]
+    return min(gets, key=lambda route: (route.access is Access.PUBLIC, bool(route.path_params)))
+
+
+def targets() -> list[Target]:
+    """The floor, then every HTTP function in `infra/resources.yaml` order."""
+    routers = deployables.http_routers()
+    found = [Target(FLOOR, FLOOR_SOURCE)]
+    for function in deployables.functions():
+        if function.event_driven:
+            continue
+        route = probe_route(routers[function.name])
+        path = route.path
+        for name in route.path_params:
+            path = path.replace(f"{{{name}}}", f"bench-{name}")
+        found.append(
+            Target(
+                function.name,
+                function.source,
+                method=route.method,
+                path=path,
+                body=route.method != "GET",
+            )
+        )
+    return found
+
+
+def functions_framework_bin() -> str:
+    beside = Path(sys.executable).parent / "functions-framework"
+    return str(beside) if beside.exists() else "functions-framework"
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group, SIGKILL after `STOP_TIMEOUT`, then reap."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        process.wait()
+
+
+class Runner:
+    def __init__(self, env: dict[str, str], token: str, log_dir: Path):
+        self.env = env
+        self.headers = {"Authorization": f"Bearer {token}"}
+        self.log_dir = log_dir
+        self.command = functions_framework_bin()
+        self.count = 0
+
+    def cold_start(self, target: Target) -> float:
+        """Milliseconds from just before Popen to the first success response of `target`."""
+        self.count += 1
+        port = free_port()
+        url = f"http://127.0.0.1:{port}{target.path}"
+        body = {"email": f"bench-{os.getpid()}-{self.count}@example.com"} if target.body else None
+        log_path = self.log_dir / f"{target.name}-{self.count}.log"
+        command = [
+            self.command,
+            "--source",
+            target.source,
+            "--target",
+            target.name,
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+        ]
+        with (
+            log_path.open("wb") as log,
+            httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as client,
+        ):
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                while True:
+                    remaining = started + START_TIMEOUT - time.perf_counter()
+                    if remaining <= 0:
+                        raise BenchError(
+                            f"{target.name}: no answer to {target.probe} within "
+                            f"{START_TIMEOUT:.0f} s\n{log_tail(log_path)}"
+                        )
+                    try:
+                        reply = client.request(
+                            target.method,
+                            url,
+                            headers=self.headers,
+                            json=body,
+                            timeout=httpx.Timeout(remaining, connect=CONNECT_TIMEOUT),
+                        )
+                    except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError):
+                        if process.poll() is not None:
+                            raise BenchError(
+                                f"{target.name}: functions-framework exited "
+                                f"({process.returncode}) before answering\n{log_tail(log_path)}"
+                            ) from None
+                        time.sleep(POLL_INTERVAL)
+                        continue
+                    except httpx.TimeoutException as error:
+                        raise BenchError(
+                            f"{target.name}: {target.probe} timed out ({error!r})\n"
+                            f"{log_tail(log_path)}"
+                        ) from None
+                    elapsed = time.perf_counter() - started
+                    if reply.status_code not in SUCCESS:
+                        raise BenchError(
+                            f"{target.name}: {target.probe} answered {reply.status_code}: "
+                            f"{reply.text[:2000]}\n{log_tail(log_path)}"
+                        )
+                    return elapsed * 1000
+            finally:
+                stop(process)
+
+
+def run(
+    stack: LocalStack, plan: list[Target], rounds: int, warmup: int, log_dir: Path
+) -> list[Result]:
+    env = {**os.environ, **stack.client_env(), "ENVIRONMENT": "development"}
+    auth_host = stack.client_env()["FIREBASE_AUTH_EMULATOR_HOST"]
+    user = AuthEmulator(auth_host, env["GOOGLE_CLOUD_PROJECT"]).sign_up()
+    runner = Runner(env, user.token, log_dir)
+    results = [Result(target) for target in plan]
+    width = max(len(target.name) for target in plan)
+    for index in range(warmup + rounds):
+        warming = index < warmup
+        label = f"warm-up {index + 1}" if warming else f"round {index - warmup + 1}/{rounds}"
+        times = []
+        for result in results:
+            elapsed = runner.cold_start(result.target)
+            times.append(f"{result.target.name} {elapsed:.0f}")
+            if not warming:
+                result.samples_ms.append(elapsed)
+        print(f"  {label:<{width + 8}} " + ", ".join(times) + " ms", file=sys.stderr, flush=True)
+    return results
+
+
+def report(results: list[Result], target_ratio: float) -> tuple[str, list[dict[str, Any]]]:
+    floor = results[0].median
+    rows = []
+    header = ("function", "probe", "median ms", "min-max ms", "x floor", f"<= {target_ratio}x")
+    lines = []
+    records = []
+    for result in results:
+        ratio = result.median / floor
+        is_floor = result.target.name == FLOOR
+        passed = ratio <= target_ratio
+        verdict = "-" if is_floor else ("PASS" if passed else "FAIL")
+        rows.append(
+            (
+                result.target.name,
+                result.target.probe,
+                f"{result.median:.0f}",
+                f"{min(result.samples_ms):.0f}-{max(result.samples_ms):.0f}",
+                f"{ratio:.2f}",
+                verdict,
+            )
+        )
+        records.append(
+            {
+                "function": result.target.name,
+                "source": result.target.source,
+                "probe": result.target.probe,
+                "samples_ms": [round(sample, 1) for sample in result.samples_ms],
+                "median_ms": round(result.median, 1),
+                "min_ms": round(min(result.samples_ms), 1),
+                "max_ms": round(max(result.samples_ms), 1),
+                "ratio": round(ratio, 3),
+                "pass": None if is_floor else passed,
+            }
+        )
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    right = {2, 3, 4}
+    for row in [header, *rows]:
+        cells = [
+            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
+            for i, cell in enumerate(row)
+        ]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines), records
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--rounds", type=int, default=7, help="measured rounds (default 7)")
+    parser.add_argument(
+        "--target", type=float, default=1.2, help="pass if median <= TARGET x floor (1.2)"
+    )
+    parser.add_argument("--warmup", type=int, default=1, help="unrecorded rounds first (default 1)")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.warmup < 0:
+        parser.error("--rounds must be >= 1 and --warmup >= 0")
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    began = time.monotonic()
+    started_at = datetime.now(UTC)
+    plan = targets()
+    print(
+        f"cold start: {', '.join(t.name for t in plan)}; {args.rounds} rounds "
+        f"(+{args.warmup} warm-up), alternating",
+        file=sys.stderr,
+        flush=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="mnemo-bench-") as scratch:
+        workdir = Path(scratch)
+        stack = LocalStack(Ports.free(), workdir / "stack")
+        try:
+            stack.start()
+            results = run(stack, plan, args.rounds, args.warmup, workdir)
+        except BenchError as error:
+            print(f"bench failed: {error}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+        finally:
+            stack.stop()
+    wall = time.monotonic() - began
+
+    table, records = report(results, args.target)
+    print(table)
+    failed = [r for r in records if r["pass"] is False]
+    measured = [r for r in records if r["pass"] is not None]
+    summary = (
+        f"{len(measured) - len(failed)}/{len(measured)} functions within {args.target}x of the "
+        f"floor ({results[0].median:.0f} ms median, {args.rounds} round"
+        f"{'s' if args.rounds != 1 else ''}, wall {wall:.0f} s)"
+    )
+    if failed:
+        summary += "; FAIL: " + ", ".join(f"{r['function']} {r['ratio']:.2f}x" for r in failed)
+    print(summary, flush=True)
+
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS_FILE.write_text(
+        json.dumps(
+            {
+                "started_at": started_at.isoformat(timespec="seconds"),
+                "rounds": args.rounds,
+                "warmup": args.warmup,
+                "target_ratio": args.target,
+                "wall_s": round(wall, 1),
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "load_average": list(os.getloadavg()),
+                "floor_median_ms": round(results[0].median, 1),
+                "functions": records,
+                "summary": summary,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
