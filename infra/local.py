@@ -97,15 +97,18 @@ class Ports:
         return cls(http, *ports)
 
 
-def check_prerequisites() -> Path:
-    """Fail at once, saying what to install, if Java, Node, firebase-tools or the gcloud
-    emulators are missing. Returns the Google Cloud SDK root."""
+def check_prerequisites(firebase_tools: bool = True) -> Path:
+    """Fail at once, saying what to install, if Java, Node, the gcloud emulators or (with
+    `firebase_tools`) the npm-installed firebase-tools are missing. Returns the SDK root.
+
+    Runs with the system Python too (`python3 -m infra.local --check`, before the virtual
+    environment exists): this module imports only the standard library at the top."""
     missing = []
     if shutil.which("java") is None:
         missing.append("Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
-    if shutil.which("node") is None:
-        missing.append("Node.js 20+ (https://nodejs.org or Debian: apt-get install nodejs npm)")
-    elif not FIREBASE_BIN.exists():
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        missing.append("Node.js 20+ with npm (https://nodejs.org; Debian: apt-get install npm)")
+    elif firebase_tools and not FIREBASE_BIN.exists():
         missing.append("firebase-tools: run `make install` (npm ci, into node_modules/)")
     gcloud = shutil.which("gcloud")
     sdk_root = Path(os.path.realpath(gcloud)).parent.parent if gcloud else None
@@ -383,7 +386,13 @@ def main() -> None:
     parser.add_argument(
         "--free-ports", action="store_true", help="emulators on free ports, not firebase.json's"
     )
+    parser.add_argument(
+        "--check", action="store_true", help="only check that the prerequisites are installed"
+    )
     args = parser.parse_args()
+    if args.check:
+        check_prerequisites(firebase_tools=False)
+        return
     http_port = int(os.environ.get("PORT", "8080"))
     ports = Ports.free(http_port) if args.free_ports else Ports.from_firebase_json(http_port)
 
