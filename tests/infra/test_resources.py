@@ -3,6 +3,8 @@ and these tests check that what each consumer derives is complete and consistent
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -118,3 +120,20 @@ def test_firebase_json_points_at_the_rules_and_indexes_in_infra():
     firestore = deployables.firebase_config()["firestore"]
     assert Path(ROOT / firestore["rules"]).is_file()
     assert Path(ROOT / firestore["indexes"]).is_file()
+
+
+def test_the_entry_module_loads_only_the_function_it_is_asked_for():
+    script = (
+        "import sys, main\n"
+        "assert callable(main.users)\n"
+        "assert 'functions.users' in sys.modules\n"
+        "assert 'functions.openapi' not in sys.modules and 'functions.root' not in sys.modules\n"
+        "try:\n"
+        "    main.no_such_function\n"
+        "except AttributeError:\n"
+        "    pass\n"
+        "else:\n"
+        "    raise SystemExit('an unknown entry point must be an AttributeError')\n"
+    )
+    checked = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)
+    assert checked.returncode == 0, checked.stderr.decode()
