@@ -9,6 +9,9 @@ from typing import Any
 
 def __getattr__(name: str) -> Any:
     from shared import deployables
+    from shared.settings import get_settings
+
+    get_settings()  # a bad configuration stops the function from starting, not every request
 
     try:
         module = deployables.function(name).load()

@@ -2,7 +2,7 @@
 
 For every HTTP function of `infra/resources.yaml` this measures the time from process start to
 the first authenticated success response when the function is served by functions-framework
-alone (`functions-framework --source functions/<name>.py --target <name>`), and compares it with
+alone (`functions-framework --source main.py --target <name>`, as deployed), and compares it with
 the same measurement of `bench/floor.py`, which imports only functions-framework and Firestore
 and does the same irreducible Firestore I/O (build a client, read one document) on its first
 request. The emulators come from the local stack (`infra.local.LocalStack`) and a user token from
@@ -23,7 +23,6 @@ import os
 import platform
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,12 +33,12 @@ from typing import Any
 
 import httpx
 
-from infra.local import LocalStack, Ports, free_port
+from infra.auth_emulator import AuthEmulator
+from infra.local import LocalStack, Ports, Service, free_port
 from shared import deployables
 from shared.auth import Access
 from shared.deployables import ROOT
 from shared.http import Route, Router
-from tests.support.auth_emulator import AuthEmulator
 
 FLOOR = "floor"
 FLOOR_SOURCE = "bench/floor.py"
@@ -48,7 +47,6 @@ SUCCESS = (200, 201, 204)
 START_TIMEOUT = 30.0  # seconds from Popen to the first success response
 CONNECT_TIMEOUT = 0.25
 POLL_INTERVAL = 0.005
-STOP_TIMEOUT = 5.0
 
 
 class BenchError(RuntimeError):
@@ -103,7 +101,7 @@ def targets() -> list[Target]:
         found.append(
             Target(
                 function.name,
-                function.source,
+                "main.py",  # the entry module production loads
                 method=route.method,
                 path=path,
                 body=route.method != "GET",
@@ -115,26 +113,6 @@ def targets() -> list[Target]:
 def functions_framework_bin() -> str:
     beside = Path(sys.executable).parent / "functions-framework"
     return str(beside) if beside.exists() else "functions-framework"
-
-
-def log_tail(path: Path, lines: int = 30) -> str:
-    if not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group, SIGKILL after `STOP_TIMEOUT`, then reap."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        process.wait()
 
 
 class Runner:
@@ -151,39 +129,35 @@ class Runner:
         port = free_port()
         url = f"http://127.0.0.1:{port}{target.path}"
         body = {"email": f"bench-{os.getpid()}-{self.count}@example.com"} if target.body else None
-        log_path = self.log_dir / f"{target.name}-{self.count}.log"
-        command = [
-            self.command,
-            "--source",
-            target.source,
-            "--target",
+        service = Service(
             target.name,
-            "--port",
-            str(port),
-            "--host",
-            "127.0.0.1",
-        ]
-        with (
-            log_path.open("wb") as log,
-            httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as client,
-        ):
+            [
+                self.command,
+                "--source",
+                target.source,
+                "--target",
+                target.name,
+                "--port",
+                str(port),
+                "--host",
+                "127.0.0.1",
+            ],
+            port,
+            cwd=ROOT,
+            env=self.env,
+        )
+        with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
             started = time.perf_counter()
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            service.start(self.log_dir)
+            process = service.process
+            assert process is not None
             try:
                 while True:
                     remaining = started + START_TIMEOUT - time.perf_counter()
                     if remaining <= 0:
                         raise BenchError(
                             f"{target.name}: no answer to {target.probe} within "
-                            f"{START_TIMEOUT:.0f} s\n{log_tail(log_path)}"
+                            f"{START_TIMEOUT:.0f} s\n{service.log_tail()}"
                         )
                     try:
                         reply = client.request(
@@ -197,24 +171,24 @@ class Runner:
                         if process.poll() is not None:
                             raise BenchError(
                                 f"{target.name}: functions-framework exited "
-                                f"({process.returncode}) before answering\n{log_tail(log_path)}"
+                                f"({process.returncode}) before answering\n{service.log_tail()}"
                             ) from None
                         time.sleep(POLL_INTERVAL)
                         continue
                     except httpx.TimeoutException as error:
                         raise BenchError(
                             f"{target.name}: {target.probe} timed out ({error!r})\n"
-                            f"{log_tail(log_path)}"
+                            f"{service.log_tail()}"
                         ) from None
                     elapsed = time.perf_counter() - started
                     if reply.status_code not in SUCCESS:
                         raise BenchError(
                             f"{target.name}: {target.probe} answered {reply.status_code}: "
-                            f"{reply.text[:2000]}\n{log_tail(log_path)}"
+                            f"{reply.text[:2000]}\n{service.log_tail()}"
                         )
                     return elapsed * 1000
             finally:
-                stop(process)
+                service.stop()
 
 
 def run(

@@ -24,7 +24,13 @@ HOME_PAGE = """<!doctype html>
 """
 
 
-@router.route("GET", "/", access=Access.PUBLIC, responses={302: "production: the product site"})
+@router.route(
+    "GET",
+    "/",
+    access=Access.PUBLIC,
+    media_type="text/html",
+    responses={302: "production: the product site"},
+)
 def home(call: Call) -> Response:
     """A page in development; the product site in production."""
     settings = get_settings()

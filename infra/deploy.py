@@ -60,9 +60,14 @@ def _topic_steps() -> list[Step]:
     ]
 
 
+def _runtime_env(target: Target) -> str:
+    # Cloud Functions gen2 and Cloud Run do not set GOOGLE_CLOUD_PROJECT themselves.
+    domain = deployables.resources()["realtime"]["domain"]
+    return f"{RUNTIME_ENV},GOOGLE_CLOUD_PROJECT={target.project},REALTIME_URL=https://{domain}"
+
+
 def _function_steps(target: Target) -> list[Step]:
     resources = deployables.resources()
-    realtime_url = f"https://{resources['realtime']['domain']}"
     steps = []
     for fn in deployables.functions():
         access = "--no-allow-unauthenticated" if fn.event_driven else "--allow-unauthenticated"
@@ -81,7 +86,7 @@ def _function_steps(target: Target) -> list[Step]:
                     f"--entry-point={fn.name}",
                     "--trigger-http",
                     access,
-                    f"--set-env-vars={RUNTIME_ENV},REALTIME_URL={realtime_url}",
+                    f"--set-env-vars={_runtime_env(target)}",
                     f"--set-secrets={SECRETS}",
                 ),
             )
@@ -167,7 +172,7 @@ def _realtime_steps(target: Target) -> list[Step]:
                 "--allow-unauthenticated",
                 "--timeout=3600",
                 "--session-affinity",
-                f"--set-env-vars={RUNTIME_ENV},REALTIME_URL=https://{domain}",
+                f"--set-env-vars={_runtime_env(target)}",
                 f"--set-secrets={SECRETS}",
             ),
         ),

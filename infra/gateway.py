@@ -7,8 +7,8 @@ routes them.
 - Anything else goes to the function of the first matching `firebase.json` hosting rewrite,
   with the full path, exactly as Hosting forwards it.
 
-Each function is built by functions-framework's own `create_app`, as in production, and
-served through a2wsgi's thread pool.
+Each function is built by functions-framework's own `create_app` from `main.py`, as in
+production, and served through a2wsgi's thread pool.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ class Gateway:
         self.events: dict[str, ASGIApp] = {}
         for fn in deployables.functions():
             kind = "cloudevent" if fn.event_driven else "http"
-            wsgi = create_app(target=fn.name, source=str(ROOT / fn.source), signature_type=kind)
+            # Through main.py, the entry module production loads.
+            wsgi = create_app(target=fn.name, source=str(ROOT / "main.py"), signature_type=kind)
             asgi = cast(ASGIApp, WSGIMiddleware(wsgi))
             (self.events if fn.event_driven else self.http)[fn.name] = asgi
 

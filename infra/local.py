@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -97,6 +98,18 @@ class Ports:
         return cls(http, *ports)
 
 
+def _major_version(command: list[str], pattern: str) -> int:
+    """The major version `command` prints, or 0 if it is missing or says nothing we know."""
+    if shutil.which(command[0]) is None:
+        return 0
+    try:
+        ran = subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    found = re.search(pattern, ran.stdout + ran.stderr)
+    return int(found.group(1)) if found else 0
+
+
 def check_prerequisites(firebase_tools: bool = True) -> Path:
     """Fail at once, saying what to install, if Java, Node, the gcloud emulators or (with
     `firebase_tools`) the npm-installed firebase-tools are missing. Returns the SDK root.
@@ -104,9 +117,9 @@ def check_prerequisites(firebase_tools: bool = True) -> Path:
     Runs with the system Python too (`python3 -m infra.local --check`, before the virtual
     environment exists): this module imports only the standard library at the top."""
     missing = []
-    if shutil.which("java") is None:
+    if _major_version(["java", "-version"], r'version "(\d+)') < 17:
         missing.append("Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
-    if shutil.which("node") is None or shutil.which("npm") is None:
+    if _major_version(["node", "--version"], r"v(\d+)") < 20 or shutil.which("npm") is None:
         missing.append("Node.js 20+ with npm (https://nodejs.org; Debian: apt-get install npm)")
     elif firebase_tools and not FIREBASE_BIN.exists():
         missing.append("firebase-tools: run `make install` (npm ci, into node_modules/)")
@@ -345,40 +358,54 @@ class LocalStack:
 def create_pubsub(env: dict[str, str], http_port: int) -> None:
     """Create the topics and push subscriptions of `infra/resources.yaml` in the emulator,
     pushing to the gateway as production pushes to each function."""
-    os.environ.update(env)
     import google.cloud.pubsub_v1 as pubsub_v1
     from google.api_core.exceptions import AlreadyExists
     from google.protobuf.duration_pb2 import Duration
 
-    publisher = pubsub_v1.PublisherClient()
-    subscriber = pubsub_v1.SubscriberClient()
-    policy = deployables.subscription_policy()
-    for topic in deployables.topics():
-        with suppress(AlreadyExists):
-            publisher.create_topic(name=publisher.topic_path(PROJECT, topic.name))
-    for subscription in deployables.subscriptions():
-        topic_path = publisher.topic_path(PROJECT, subscription.topic)
-        request: dict[str, object] = {
-            "name": subscriber.subscription_path(PROJECT, subscription.name),
-            "topic": topic_path,
-            "push_config": {
-                "push_endpoint": f"http://127.0.0.1:{http_port}/_events/{subscription.function}/"
-                f"{topic_path}"
-            },
-            "ack_deadline_seconds": policy["ack_deadline_seconds"],
-            "retry_policy": {
-                "minimum_backoff": Duration(seconds=policy["min_backoff_seconds"]),
-                "maximum_backoff": Duration(seconds=policy["max_backoff_seconds"]),
-            },
-        }
-        if subscription.dead_letter_topic:
-            request["dead_letter_policy"] = {
-                "dead_letter_topic": publisher.topic_path(PROJECT, subscription.dead_letter_topic),
-                "max_delivery_attempts": policy["max_delivery_attempts"],
+    # The clients find the emulator through the environment, read when they are built.
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        publisher = pubsub_v1.PublisherClient()
+        subscriber = pubsub_v1.SubscriberClient()
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    try:
+        policy = deployables.subscription_policy()
+        for topic in deployables.topics():
+            with suppress(AlreadyExists):
+                publisher.create_topic(name=publisher.topic_path(PROJECT, topic.name))
+        for subscription in deployables.subscriptions():
+            topic_path = publisher.topic_path(PROJECT, subscription.topic)
+            request: dict[str, object] = {
+                "name": subscriber.subscription_path(PROJECT, subscription.name),
+                "topic": topic_path,
+                "push_config": {
+                    "push_endpoint": f"http://127.0.0.1:{http_port}/_events/{subscription.function}/"
+                    f"{topic_path}"
+                },
+                "ack_deadline_seconds": policy["ack_deadline_seconds"],
+                "retry_policy": {
+                    "minimum_backoff": Duration(seconds=policy["min_backoff_seconds"]),
+                    "maximum_backoff": Duration(seconds=policy["max_backoff_seconds"]),
+                },
             }
-        with suppress(AlreadyExists):
-            subscriber.create_subscription(request=request)
-    subscriber.close()
+            if subscription.dead_letter_topic:
+                request["dead_letter_policy"] = {
+                    "dead_letter_topic": publisher.topic_path(
+                        PROJECT, subscription.dead_letter_topic
+                    ),
+                    "max_delivery_attempts": policy["max_delivery_attempts"],
+                }
+            with suppress(AlreadyExists):
+                subscriber.create_subscription(request=request)
+    finally:
+        subscriber.close()
+        publisher.stop()
 
 
 def main() -> None:

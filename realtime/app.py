@@ -7,8 +7,9 @@ for exactly the paths of `routes`.
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from realtime.connections import ConnectionCounter
@@ -24,9 +25,15 @@ routes: list[BaseRoute] = [
 ]
 
 
+async def http_error(request: Request, error: Exception) -> Response:
+    """Errors in the one JSON shape of the API (`{"detail": ...}`), like the functions'."""
+    assert isinstance(error, HTTPException)
+    return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
+
+
 def create_app() -> ConnectionCounter:
     """The service: the routes, wrapped in the connection counter that `/health` reports."""
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
     counter = ConnectionCounter(app)
     app.state.connections = counter
     return counter

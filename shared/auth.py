@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from shared.errors import Forbidden, ServiceUnavailable, Unauthorized
 from shared.settings import get_settings
@@ -42,7 +41,6 @@ class Caller:
     email: str | None = None
     anonymous: bool = False
     admin: bool = False
-    claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
 
 def token_from_header(value: str | None) -> str | None:
@@ -81,7 +79,7 @@ class _AccountState:
 
 
 _account_states: dict[str, _AccountState] = {}
-_terms_accepted: set[str] = set()
+_terms_accepted_at: dict[str, float] = {}
 
 
 def _account_state(uid: str) -> _AccountState:
@@ -89,13 +87,13 @@ def _account_state(uid: str) -> _AccountState:
     state = _account_states.get(uid)
     if state is not None and time.monotonic() - state.checked_at < ttl:
         return state
-    from firebase_admin import auth
+    from firebase_admin import auth, exceptions
 
     try:
         user = auth.get_user(uid, app=_firebase_app())
     except auth.UserNotFoundError as error:
         raise Unauthorized("this account no longer exists") from error
-    except auth.FirebaseError as error:
+    except exceptions.FirebaseError as error:
         raise ServiceUnavailable("the identity service is unavailable; retry") from error
     state = _AccountState(
         disabled=user.disabled,
@@ -109,20 +107,25 @@ def _account_state(uid: str) -> _AccountState:
 def forget_account_state(uid: str) -> None:
     """Drop what this instance has cached about `uid` (after deleting or changing the account)."""
     _account_states.pop(uid, None)
-    _terms_accepted.discard(uid)
+    _terms_accepted_at.pop(uid, None)
 
 
 def _has_accepted_terms(uid: str) -> bool:
-    # Only acceptance is cached: it is never withdrawn, and a refusal must be re-read so that a
-    # user who has just accepted is let in at once.
-    if uid in _terms_accepted:
+    # An acceptance is cached for the same TTL as the account state (an account deleted on
+    # another instance loses it within the TTL); a refusal is always re-read, so a user who has
+    # just accepted is let in at once.
+    checked_at = _terms_accepted_at.get(uid)
+    if (
+        checked_at is not None
+        and time.monotonic() - checked_at < get_settings().auth_state_ttl_seconds
+    ):
         return True
     from shared.firestore import db
 
     snapshot = db().collection("users").document(uid).get(field_paths=["terms_accepted"])
-    accepted = bool(snapshot.exists and snapshot.get("terms_accepted"))
+    accepted = (snapshot.to_dict() or {}).get("terms_accepted") is True
     if accepted:
-        _terms_accepted.add(uid)
+        _terms_accepted_at[uid] = time.monotonic()
     return accepted
 
 
@@ -152,7 +155,6 @@ def verify_id_token(token: str) -> Caller:
         email=claims.get("email"),
         anonymous=firebase.get("sign_in_provider") == "anonymous",
         admin=claims.get("admin") is True,
-        claims=claims,
     )
 
 

@@ -28,10 +28,6 @@ class ApiError(Exception):
         return {"detail": self.detail, **self.extra}
 
 
-class BadRequest(ApiError):
-    status = 400
-
-
 class Unauthorized(ApiError):
     status = 401
 
@@ -54,16 +50,8 @@ class MethodNotAllowed(ApiError):
     status = 405
 
 
-class Conflict(ApiError):
-    status = 409
-
-
 class PayloadTooLarge(ApiError):
     status = 413
-
-
-class UnsupportedMediaType(ApiError):
-    status = 415
 
 
 class Unprocessable(ApiError):

@@ -22,8 +22,15 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from werkzeug.wrappers import Request, Response
 
 from shared.auth import Access, Caller, authenticate, token_from_header
-from shared.errors import ApiError, MethodNotAllowed, NotFound, PayloadTooLarge, ServiceUnavailable
-from shared.logging import get_logger
+from shared.errors import (
+    ApiError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unprocessable,
+)
+from shared.logging import get_logger, set_trace
 
 MAX_BODY_BYTES = 1024 * 1024
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -65,6 +72,7 @@ class Route:
     form: bool = False
     require_terms: bool = True
     responses: dict[int, str] = field(default_factory=dict)
+    media_type: str | None = None  # what a route that answers other than JSON answers
     pattern: re.Pattern[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -111,7 +119,7 @@ def _field_errors(error: ValidationError, where: str) -> ApiError:
     summary = f"{name}: {first['msg']}"
     if len(errors) > 1:
         summary += f" (and {len(errors) - 1} more)"
-    return ApiError(summary, status=422, extra={"errors": errors})
+    return Unprocessable(summary, extra={"errors": errors})
 
 
 def _read_body(request: Request, route: Route) -> Any:
@@ -119,8 +127,13 @@ def _read_body(request: Request, route: Route) -> Any:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise too_large
     if route.form and request.mimetype in FORM_TYPES:
+        from werkzeug.exceptions import RequestEntityTooLarge
+
         request.max_content_length = MAX_BODY_BYTES
-        return request.form.to_dict()
+        try:
+            return request.form.to_dict()
+        except RequestEntityTooLarge:  # also a single field over werkzeug's 500 kB
+            raise too_large from None
     raw = request.stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         raise too_large
@@ -130,7 +143,7 @@ def _read_body(request: Request, route: Route) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         expected = "JSON or a form" if route.form else "JSON"
-        raise ApiError(f"body: expected {expected}", status=422) from error
+        raise Unprocessable(f"body: expected {expected}") from error
 
 
 class Router:
@@ -154,6 +167,7 @@ class Router:
         form: bool = False,
         require_terms: bool = True,
         responses: dict[int, str] | None = None,
+        media_type: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             self.routes.append(
@@ -170,6 +184,7 @@ class Router:
                     form=form,
                     require_terms=require_terms,
                     responses=responses or {},
+                    media_type=media_type,
                 )
             )
             return handler
@@ -194,6 +209,7 @@ class Router:
         raise NotFound(f"no route for {path}")
 
     def __call__(self, request: Request) -> Response:
+        set_trace(request.headers.get("X-Cloud-Trace-Context"))
         try:
             route, params = self.match(request.method, request.path)
             return self._respond(route, request, params)

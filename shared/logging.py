@@ -1,11 +1,26 @@
-"""Structured JSON logs on stdout, in the shape Cloud Logging reads (`severity`, `message`)."""
+"""Structured JSON logs on stdout, in the shape Cloud Logging reads (`severity`, `message`,
+and the request's trace, so every line of one request groups under it in the console)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
+
+from shared.settings import get_settings
+
+TRACE_FIELD = "logging.googleapis.com/trace"
+_trace: ContextVar[str | None] = ContextVar("trace", default=None)
+
+
+def set_trace(header: str | None) -> None:
+    """Attach the logs that follow to the trace of `X-Cloud-Trace-Context: TRACE/SPAN;o=1`."""
+    trace_id = (header or "").split("/", 1)[0].strip()
+    project = get_settings().google_cloud_project
+    _trace.set(f"projects/{project}/traces/{trace_id}" if trace_id else None)
+
 
 _STANDARD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
     "message",
@@ -25,6 +40,9 @@ class JsonFormatter(logging.Formatter):
         entry.update(
             (key, value) for key, value in vars(record).items() if key not in _STANDARD_ATTRIBUTES
         )
+        trace = _trace.get()
+        if trace:
+            entry[TRACE_FIELD] = trace
         if record.exc_info:
             entry["stack_trace"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

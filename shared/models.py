@@ -80,4 +80,7 @@ class UserPatch(Strict):
     def _not_empty(self) -> UserPatch:
         if not self.model_fields_set:
             raise ValueError("send at least one of terms_accepted, name, timezone, language")
+        cleared = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)}: null is not a value; leave the field out")
         return self

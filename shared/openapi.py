@@ -8,7 +8,7 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from shared.auth import Access
-from shared.http import Route, Router
+from shared.http import FORM_TYPES, Route, Router
 from shared.models import Error
 
 REF = "#/components/schemas/{model}"
@@ -44,6 +44,7 @@ def _operation(function: str, route: Route, definitions: dict[str, Any]) -> dict
     }
     if route.query is not None:
         schema = route.query.model_json_schema(ref_template=REF)
+        definitions.update(schema.pop("$defs", {}))
         for name, prop in schema.get("properties", {}).items():
             operation["parameters"].append(
                 {
@@ -56,11 +57,14 @@ def _operation(function: str, route: Route, definitions: dict[str, Any]) -> dict
     if route.body is not None:
         content = {"application/json": {"schema": _schema(route.body, definitions)}}
         if route.form:
-            content["application/x-www-form-urlencoded"] = content["application/json"]
+            for form_type in FORM_TYPES:
+                content[form_type] = content["application/json"]
         operation["requestBody"] = {"required": True, "content": content}
     success: dict[str, Any] = {"description": "Success"}
     if route.response is not None:
         success["content"] = {"application/json": {"schema": _schema(route.response, definitions)}}
+    elif route.media_type is not None:
+        success["content"] = {route.media_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(route.status): success}
     for status, description in route.responses.items():
         responses[str(status)] = {"description": description}

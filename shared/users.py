@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime
 
 from shared.auth import Caller, forget_account_state
 from shared.firestore import db
 from shared.models import UserPatch, UserProfile
+from shared.waitlist import waitlist_id
 
 # Top-level collections whose documents belong to one user through a `uid` field
 # (ARCHITECTURE.md, "Data"). Everything else a user owns lives under `users/{uid}`.
 USER_OWNED_COLLECTIONS = ("api_keys", "idempotency", "usage", "rate_limits")
-
-
-def waitlist_id(email: str) -> str:
-    """The waitlist document of an address: its hash, so a repeat lands on the same document."""
-    return hashlib.sha256(email.strip().lower().encode()).hexdigest()
 
 
 def get_profile(caller: Caller) -> UserProfile:
@@ -26,22 +21,22 @@ def get_profile(caller: Caller) -> UserProfile:
 
 
 def update_profile(caller: Caller, patch: UserPatch) -> UserProfile:
-    now = datetime.now(UTC)
-    changes: dict[str, object] = patch.model_dump(exclude_unset=True)
-    if patch.terms_accepted:
-        changes["terms_accepted_at"] = now
+    changes = patch.model_dump(exclude_unset=True)
     document = db().collection("users").document(caller.uid)
 
     from google.cloud import firestore
 
     @firestore.transactional
     def apply(transaction: firestore.Transaction) -> None:
-        snapshot = document.get(transaction=transaction)
-        if not snapshot.exists:
-            changes.update(created_at=now, email=caller.email)
-        elif snapshot.get("terms_accepted") and "terms_accepted_at" in changes:
-            del changes["terms_accepted_at"]  # keep the date of the first acceptance
-        transaction.set(document, {**changes, "updated_at": now}, merge=True)
+        # Built afresh on every attempt: a retried transaction must not see the last one's write.
+        now = datetime.now(UTC)
+        stored = document.get(transaction=transaction).to_dict()
+        write = {**changes, "updated_at": now}
+        if stored is None:
+            write.update(created_at=now, email=caller.email)
+        if patch.terms_accepted and not (stored or {}).get("terms_accepted"):
+            write["terms_accepted_at"] = now  # the date of the first acceptance only
+        transaction.set(document, write, merge=True)
 
     apply(db().transaction())
     return get_profile(caller)

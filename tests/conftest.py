@@ -13,16 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.auth_emulator import AuthEmulator, User
 from infra.local import PROJECT, LocalStack, Ports
 from shared import settings as settings_module
-from tests.support.auth_emulator import AuthEmulator, User
 
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    saved = dict(os.environ)
     local = LocalStack(Ports.free(), Path(tmp_path_factory.mktemp("stack")))
     local.start()
-    saved = dict(os.environ)
     os.environ.update(local.client_env())
     try:
         yield local
@@ -41,8 +41,10 @@ def isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def auth_emulator(stack: LocalStack) -> AuthEmulator:
-    return AuthEmulator(stack.client_env()["FIREBASE_AUTH_EMULATOR_HOST"], PROJECT)
+def auth_emulator(stack: LocalStack) -> Iterator[AuthEmulator]:
+    emulator = AuthEmulator(stack.client_env()["FIREBASE_AUTH_EMULATOR_HOST"], PROJECT)
+    yield emulator
+    emulator.client.close()
 
 
 @pytest.fixture

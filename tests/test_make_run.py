@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.auth_emulator import AuthEmulator
 from infra.local import PROJECT, free_port, port_open
 from shared.deployables import ROOT
-from tests.support.auth_emulator import AuthEmulator
 
 pytestmark = pytest.mark.slow
 
@@ -55,7 +55,9 @@ def test_make_run_serves_and_stops_cleanly(stop):
         start_new_session=True,
         env={k: v for k, v in os.environ.items() if not k.endswith("_EMULATOR_HOST")},
     )
-    output = []
+    output: list[str] = []
+    started: set[int] = set()
+    ports: list[int] = [port]
     try:
         assert make.stdout is not None
         deadline = time.monotonic() + 300

@@ -16,6 +16,7 @@ from functions_framework import create_app
 
 from shared import deployables
 from shared import settings as settings_module
+from shared.auth import Access
 from shared.deployables import ROOT
 from shared.settings import Settings
 from tests.support.routes import TableRow, protected_routes
@@ -68,6 +69,12 @@ def test_unauthenticated_callers_are_refused(api, auth_emulator, row):
         reply = _send(api, row, headers)
         assert reply.status_code == 401, f"{name}: {reply.status_code} {reply.text}"
         _refused(reply)
+    # A token issued before the account's tokens were revoked.
+    revoked = auth_emulator.sign_up()
+    auth_emulator.revoke(revoked)
+    reply = _send(api, row, revoked.bearer)
+    _refused(reply)
+    assert "revoked" in reply.json()["detail"]
 
 
 @pytest.mark.parametrize("form", ["bearer", "raw"])
@@ -75,6 +82,10 @@ def test_unauthenticated_callers_are_refused(api, auth_emulator, row):
 def test_a_valid_token_gets_past_authentication_in_both_forms(api, auth_emulator, row, form):
     user = auth_emulator.sign_up()
     reply = _send(api, row, getattr(user, form))
+    if row.route.access is Access.ADMIN:
+        assert reply.status_code == 403, reply.text
+        user = auth_emulator.with_claims(user, {"admin": True})
+        reply = _send(api, row, getattr(user, form))
     assert reply.status_code not in (401, 403, 500), reply.text
 
 

@@ -28,3 +28,9 @@ def test_an_unknown_path_is_a_json_404(api):
 
 def test_the_realtime_health_answers_on_the_same_port(api):
     assert api.get("/health").json() == {"status": "ok", "connections": 0}
+
+
+def test_realtime_errors_are_json_too(api):
+    reply = api.post("/health")
+    assert reply.status_code == 405
+    assert reply.json()["detail"]

@@ -5,7 +5,7 @@ import uuid
 import pytest
 from google.cloud.firestore import FieldFilter
 
-from shared.users import waitlist_id
+from shared.waitlist import waitlist_id
 
 
 def _address() -> str:
@@ -87,4 +87,10 @@ def test_get_on_a_post_route_is_405_with_allow(api):
     reply = api.get("/waitlist")
     assert reply.status_code == 405
     assert reply.headers["Allow"] == "POST"
+    assert "detail" in reply.json()
+
+
+def test_a_multipart_field_too_large_for_memory_is_413(api):
+    reply = api.post("/waitlist", files={"email": (None, "a" * 600_000 + "@example.com")})
+    assert reply.status_code == 413
     assert "detail" in reply.json()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import firebase_admin
 import firebase_admin.auth
 import pytest
 
 from shared import auth
 from shared import settings as settings_module
 from shared.auth import Access, authenticate, token_from_header
-from shared.errors import Forbidden, Unauthorized
+from shared.errors import Forbidden, ServiceUnavailable, Unauthorized
 from shared.settings import Settings
 
 
@@ -77,3 +78,42 @@ def test_forgetting_an_account_makes_the_next_request_ask_again(stack, user, get
     auth.forget_account_state(user.uid)
     authenticate(user.token)
     assert get_user_calls == [user.uid, user.uid]
+
+
+def test_an_unreachable_identity_service_is_503_not_a_crash(stack, user, monkeypatch):
+    from infra.local import free_port
+
+    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    down = firebase_admin.initialize_app(options={"projectId": "demo-mnemo"}, name="down")
+    monkeypatch.setattr(auth, "_app", down)
+    try:
+        with pytest.raises(ServiceUnavailable):
+            authenticate(user.token)
+    finally:
+        firebase_admin.delete_app(down)
+
+
+@pytest.fixture
+def production(monkeypatch):
+    """Production rules over the emulators (production itself refuses emulator hosts)."""
+    settings = Settings()
+    object.__setattr__(settings, "environment", "production")
+    monkeypatch.setattr(settings_module, "_settings", settings)
+
+
+def test_production_wants_the_terms_accepted_whatever_else_the_profile_holds(
+    production, stack, auth_emulator, firestore
+):
+    never = auth_emulator.sign_up()
+    with pytest.raises(Unauthorized, match="terms"):
+        authenticate(never.token)
+    named = auth_emulator.sign_up()
+    firestore.collection("users").document(named.uid).set({"name": "Ada"})
+    with pytest.raises(Unauthorized, match="terms"):
+        authenticate(named.token)
+    assert authenticate(named.token, require_terms=False).uid == named.uid
+    firestore.collection("users").document(named.uid).update({"terms_accepted": True})
+    assert authenticate(named.token).uid == named.uid
+    anonymous = auth_emulator.sign_up(anonymous=True)
+    with pytest.raises(Unauthorized, match="anonymous"):
+        authenticate(anonymous.token, require_terms=False)

@@ -1,4 +1,5 @@
-"""Users and ID tokens from the Firebase Auth emulator, through its REST API."""
+"""Users and ID tokens from the local Firebase Auth emulator, through its REST API (for the
+tests, the benchmarks and anyone scripting the local stack)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,12 @@ class AuthEmulator:
 
     def disable(self, user: User) -> None:
         self._update(user.uid, disableUser=True)
+
+    def revoke(self, user: User) -> None:
+        """Revoke every token issued so far (what a password change or sign-out-everywhere does).
+        Token times are whole seconds, so wait for the next second first."""
+        time.sleep(1.1)
+        self._update(user.uid, validSince=str(int(time.time())))
 
     def with_claims(self, user: User, claims: dict[str, object]) -> User:
         """The user signed in again after setting custom claims, so the token carries them."""
