@@ -1,20 +1,27 @@
 """Cloud Functions entry module: every function deploys from this repository with its own
 `--entry-point`, and only the module of that function is imported (PEP 562 `__getattr__`), so a
-function's cold start never pays for another's imports."""
+function's cold start never pays for another's imports.
+
+A function named `x` lives in `functions/x.py` (infra/resources.yaml declares it so, and a test
+holds the two together); the module is found by that convention, without reading the YAML file
+on the cold path.
+"""
 
 from __future__ import annotations
 
+import importlib
+import re
 from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    from shared import deployables
     from shared.settings import get_settings
 
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+        raise AttributeError(name)
     get_settings()  # a bad configuration stops the function from starting, not every request
-
     try:
-        module = deployables.function(name).load()
-    except KeyError:
+        module = importlib.import_module(f"functions.{name}")
+    except ModuleNotFoundError:
         raise AttributeError(name) from None
     return getattr(module, name)

@@ -81,7 +81,8 @@ def glob_pattern(glob: str) -> re.Pattern[str]:
 def resources() -> dict[str, Any]:
     import yaml
 
-    loaded: dict[str, Any] = yaml.safe_load(RESOURCES_FILE.read_text())
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
+    loaded: dict[str, Any] = yaml.load(RESOURCES_FILE.read_text(), Loader=loader)
     return loaded
 
 

@@ -28,6 +28,7 @@ def test_every_rewrite_names_a_declared_http_function():
 
 def test_every_function_source_exists_and_exports_its_entry_point():
     for fn in deployables.functions():
+        assert fn.source == f"functions/{fn.name}.py", "main.py finds functions by this name"
         assert (ROOT / fn.source).is_file(), fn.source
         assert callable(getattr(fn.load(), fn.name)), fn.name
 
