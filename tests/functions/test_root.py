@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 
 def test_test_reports_the_environment_connections_and_realtime_origin(api, stack):
     reply = api.get("/test")
@@ -34,3 +36,12 @@ def test_realtime_errors_are_json_too(api):
     reply = api.post("/health")
     assert reply.status_code == 405
     assert reply.json()["detail"]
+
+
+def test_a_websocket_to_an_unknown_path_is_refused(stack):
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    with pytest.raises(InvalidStatus) as refused:
+        connect(f"ws://127.0.0.1:{stack.ports.http}/no/such/socket", open_timeout=10)
+    assert refused.value.response.status_code == 403

@@ -7,6 +7,7 @@ import time
 import uuid
 
 import httpx
+import pytest
 
 from infra.local import PROJECT
 from shared import deployables
@@ -61,3 +62,40 @@ def test_a_dead_lettered_message_is_recorded_through_the_push_subscription(stack
     assert json.loads(stored.get("data")) == {"conversation_id": marker}
     assert stored.get("subscription") == "conversation.finished.process_conversation"
     assert stored.get("delivery_attempts") == "5"
+
+
+@pytest.mark.slow
+def test_a_message_that_keeps_failing_is_dead_lettered_and_recorded(stack, firestore):
+    """The whole chain: a push subscription whose endpoint always fails, the emulator's
+    dead-letter policy after `max_delivery_attempts`, and the recorder on the dead-letter topic."""
+    import google.cloud.pubsub_v1 as pubsub_v1
+    from google.protobuf.duration_pb2 import Duration
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    name = f"test.failing-{uuid.uuid4().hex[:8]}"
+    topic = publisher.create_topic(name=publisher.topic_path(PROJECT, name)).name
+    subscriber.create_subscription(
+        request={
+            "name": subscriber.subscription_path(PROJECT, name),
+            "topic": topic,
+            "push_config": {"push_endpoint": f"{stack.base_url}/_events/no_such_function/"},
+            "retry_policy": {"minimum_backoff": Duration(seconds=1)},
+            "dead_letter_policy": {
+                "dead_letter_topic": publisher.topic_path(PROJECT, "app.event.dead-letter"),
+                "max_delivery_attempts": 5,
+            },
+        }
+    )
+    marker = uuid.uuid4().hex
+    publisher.publish(topic, json.dumps({"marker": marker}).encode()).result(timeout=30)
+    records = firestore.collection("dead_letters")
+    deadline = time.monotonic() + 60
+    found = []
+    while not found and time.monotonic() < deadline:
+        found = [doc for doc in records.stream() if marker in doc.get("data")]
+        time.sleep(0.5)
+    subscriber.close()
+    publisher.stop()
+    assert len(found) == 1, "the failing message never reached the dead-letter recorder"
+    assert found[0].get("subscription").endswith(name)
+    assert found[0].get("delivery_attempts") == "5"
