@@ -50,6 +50,10 @@ class MethodNotAllowed(ApiError):
     status = 405
 
 
+class Conflict(ApiError):
+    status = 409
+
+
 class PayloadTooLarge(ApiError):
     status = 413
 

@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from werkzeug.wrappers import Request, Response
 
+from shared import idempotency
 from shared.auth import Access, Caller, authenticate, token_from_header
 from shared.errors import (
     ApiError,
@@ -239,6 +240,32 @@ class Router:
                 call.body = route.body.model_validate(_read_body(request, route))
             except ValidationError as error:
                 raise _field_errors(error, "body") from None
+        key = request.headers.get(idempotency.HEADER)
+        if route.method != "POST" or key is None or caller is None:
+            return self._run(route, call)
+        # Validation and authentication come first: only a request that would run reserves a key.
+        request_fingerprint = idempotency.fingerprint(
+            route.method,
+            request.path,
+            request.query_string.decode("latin-1"),
+            call.body.model_dump_json() if call.body is not None else "",
+        )
+
+        def run() -> idempotency.StoredResponse:
+            response = self._run(route, call)
+            return idempotency.StoredResponse(
+                response.status_code, response.get_data(as_text=True), response.content_type or ""
+            )
+
+        stored, replayed = idempotency.once(
+            caller.uid, idempotency.check_key(key), request_fingerprint, run
+        )
+        response = Response(stored.body, status=stored.status, content_type=stored.content_type)
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
+        return response
+
+    def _run(self, route: Route, call: Call) -> Response:
         result = route.handler(call)
         if isinstance(result, Response):
             return result

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
@@ -20,6 +20,38 @@ class Strict(Model):
     """A request body: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
+
+
+class Patch(Strict):
+    """A partial update: at least one field, and `null` only where `clearable` says it means
+    "remove this value" (elsewhere it is an error, not a silent erase)."""
+
+    clearable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> Self:
+        if not self.model_fields_set:
+            fields = ", ".join(type(self).model_fields)
+            raise ValueError(f"send at least one of {fields}")
+        cleared = sorted(
+            name for name in self.model_fields_set - self.clearable if getattr(self, name) is None
+        )
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)}: null is not a value; leave the field out")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields sent, as Firestore values."""
+        return self.model_dump(mode="python", exclude_unset=True)
+
+
+class Page(Model):
+    """`limit` and `offset` of every list (API.md: default 25, at most 100)."""
+
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
+    limit: int = Field(default=25, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=10_000)
 
 
 class Error(Model):
@@ -68,19 +100,10 @@ class UserProfile(Model):
     updated_at: datetime | None = None
 
 
-class UserPatch(Strict):
+class UserPatch(Patch):
     terms_accepted: Literal[True] | None = Field(
         default=None, description="Accept the terms of service (it cannot be withdrawn here)."
     )
     name: str | None = Field(default=None, min_length=1, max_length=100)
     timezone: TimeZone | None = None
     language: Language | None = None
-
-    @model_validator(mode="after")
-    def _not_empty(self) -> UserPatch:
-        if not self.model_fields_set:
-            raise ValueError("send at least one of terms_accepted, name, timezone, language")
-        cleared = sorted(name for name in self.model_fields_set if getattr(self, name) is None)
-        if cleared:
-            raise ValueError(f"{', '.join(cleared)}: null is not a value; leave the field out")
-        return self

@@ -1,0 +1,159 @@
+"""Conversations: what the realtime service transcribed, and what post-processing made of it.
+
+Status moves `in_progress -> processing -> completed | failed`; `reprocess` moves a finished
+one back to `processing`. Every move to `processing` happens in a transaction that checks the
+status it moves from, and only the request that made the move publishes
+`conversation.finished`, so two racing callers publish once.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Self
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from shared import store
+from shared.errors import Conflict
+from shared.models import Model, Page
+from shared.pubsub import publish
+
+COLLECTION = "conversations"
+FINISHED_TOPIC = "conversation.finished"
+
+
+class ConversationStatus(StrEnum):
+    in_progress = "in_progress"
+    processing = "processing"
+    completed = "completed"
+    failed = "failed"
+
+
+class Segment(Model):
+    id: str
+    text: str
+    speaker: str = "SPEAKER_00"
+    speaker_id: int = 0
+    is_user: bool = False
+    start: float
+    end: float
+
+
+class Event(Model):
+    title: str
+    description: str = ""
+    start: datetime
+    duration: int = Field(default=30, description="Minutes.")
+
+
+class Structured(Model):
+    title: str = ""
+    overview: str = ""
+    emoji: str = ""
+    category: str = "other"
+    action_items: list[str] = Field(default_factory=list)
+    events: list[Event] = Field(default_factory=list)
+
+
+class Conversation(Model):
+    id: str
+    status: ConversationStatus
+    source: str = "phone"
+    language: str = "en"
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    discarded: bool = False
+    transcript_segments: list[Segment] = Field(default_factory=list)
+    structured: Structured = Field(default_factory=Structured)
+    failure_reason: str | None = None
+
+
+class ConversationQuery(Page):
+    include_discarded: bool = False
+    start_date: AwareDatetime | None = Field(default=None, description="RFC 3339, inclusive.")
+    end_date: AwareDatetime | None = Field(default=None, description="RFC 3339, inclusive.")
+    status: ConversationStatus | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.start_date and self.end_date and self.start_date > self.end_date:
+            raise ValueError("start_date is after end_date")
+        return self
+
+
+def list_conversations(uid: str, query: ConversationQuery) -> list[Conversation]:
+    equal: dict[str, Any] = {}
+    if not query.include_discarded:
+        equal["discarded"] = False
+    if query.status is not None:
+        equal["status"] = query.status.value
+    found = store.listing(
+        uid, COLLECTION, equal=equal, since=query.start_date, until=query.end_date
+    )
+    return [
+        Conversation.model_validate(item) for item in store.page(found, query.limit, query.offset)
+    ]
+
+
+def get_conversation(uid: str, conversation_id: str) -> Conversation:
+    return Conversation.model_validate(store.read(uid, COLLECTION, conversation_id))
+
+
+def delete_conversation(uid: str, conversation_id: str) -> None:
+    """Its memories and action items stay: they are the user's, not the conversation's."""
+    store.delete(uid, COLLECTION, conversation_id)
+
+
+def _move_to_processing(
+    uid: str, conversation_id: str, allowed: set[ConversationStatus], reason: str
+) -> Conversation:
+    from google.cloud import firestore
+
+    reference = store.document(uid, COLLECTION, conversation_id)
+
+    @firestore.transactional
+    def move(transaction: firestore.Transaction) -> dict[str, Any]:
+        current = reference.get(transaction=transaction).to_dict()
+        if current is None:
+            raise store.missing(COLLECTION)
+        if current.get("status") not in allowed:
+            raise Conflict(f"the conversation is {current.get('status')}")
+        now = datetime.now(UTC)
+        changes: dict[str, Any] = {"status": "processing", "failure_reason": None}
+        if current.get("status") == ConversationStatus.in_progress:
+            changes["finished_at"] = now
+        transaction.update(reference, changes)
+        return {**current, **changes, "id": conversation_id}
+
+    moved = Conversation.model_validate(move(store.db().transaction()))
+    publish(
+        FINISHED_TOPIC,
+        {"uid": uid, "conversation_id": conversation_id, "reason": reason},
+        uid=uid,
+        conversation_id=conversation_id,
+        reason=reason,
+    )
+    return moved
+
+
+def finish_in_progress(uid: str) -> Conversation:
+    """Finish the caller's conversation in progress now: `processing`, and published."""
+    in_progress = store.listing(uid, COLLECTION, equal={"status": "in_progress"})
+    current = store.page(in_progress, limit=1, offset=0)
+    if not current:
+        raise store.missing("conversation in progress")
+    return _move_to_processing(
+        uid, current[0]["id"], {ConversationStatus.in_progress}, reason="finished"
+    )
+
+
+def reprocess(uid: str, conversation_id: str) -> Conversation:
+    """Run post-processing again on a finished conversation."""
+    return _move_to_processing(
+        uid,
+        conversation_id,
+        {ConversationStatus.completed, ConversationStatus.failed},
+        reason="reprocess",
+    )

@@ -1,0 +1,109 @@
+"""Firestore access scoped to one user: every document a user owns lives under `users/{uid}`,
+so a document id that is not the caller's is simply not found (404, never 403)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from shared.errors import NotFound
+from shared.firestore import db
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import CollectionReference, DocumentReference, Query
+
+# Firestore's automatic ids; anything else (`..`, `__x__`, 2 KB of text) is not one of ours.
+DOCUMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ORDER_FIELD = "created_at"
+SINGULAR = {"memories": "memory", "conversations": "conversation", "action_items": "action item"}
+
+
+def missing(name: str) -> NotFound:
+    return NotFound(f"no such {SINGULAR.get(name, name)}")
+
+
+def collection(uid: str, name: str) -> CollectionReference:
+    return db().collection("users").document(uid).collection(name)
+
+
+def document(uid: str, name: str, document_id: str) -> DocumentReference:
+    """The caller's document `name/document_id`; 404 for an id that cannot be one."""
+    if not DOCUMENT_ID.match(document_id):
+        raise missing(name)
+    return collection(uid, name).document(document_id)
+
+
+def read(uid: str, name: str, document_id: str) -> dict[str, Any]:
+    """The document's fields with its `id`; 404 if the caller has no such document."""
+    snapshot = document(uid, name, document_id).get()
+    if not snapshot.exists:
+        raise missing(name)
+    return {**(snapshot.to_dict() or {}), "id": snapshot.id}
+
+
+def update(reference: DocumentReference, changes: dict[str, Any]) -> None:
+    """Change fields of an existing document; 404 if it does not exist (nothing is created)."""
+    from google.api_core.exceptions import NotFound as Missing
+
+    try:
+        reference.update(changes)
+    except Missing:
+        raise missing(reference.parent.id) from None
+
+
+def delete(uid: str, name: str, document_id: str) -> None:
+    """Delete the document and everything under it; 404 if the caller has no such document."""
+    reference = document(uid, name, document_id)
+    if not reference.get().exists:
+        raise missing(name)
+    db().recursive_delete(reference)
+
+
+@dataclass(frozen=True)
+class IndexShape:
+    """What a listing query needs from Firestore's indexes: equality filters on `equal`,
+    ordered (and range-filtered) on `order`, newest first. Equality filters with an order on
+    another field need a composite index (infra/firestore.indexes.json)."""
+
+    collection: str
+    equal: frozenset[str]
+    order: str = ORDER_FIELD
+
+
+@dataclass(frozen=True)
+class Listing:
+    query: Query
+    shape: IndexShape
+
+
+def listing(
+    uid: str,
+    name: str,
+    equal: dict[str, Any] | None = None,
+    within: dict[str, list[Any]] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Listing:
+    """The caller's documents in `name`, newest first, filtered by equality (`equal`),
+    membership (`within`, Firestore's `in`) and creation time."""
+    from google.cloud.firestore import FieldFilter, Query
+
+    query: Any = collection(uid, name)
+    for field, value in (equal or {}).items():
+        query = query.where(filter=FieldFilter(field, "==", value))
+    for field, values in (within or {}).items():
+        query = query.where(filter=FieldFilter(field, "in", values))
+    if since is not None:
+        query = query.where(filter=FieldFilter(ORDER_FIELD, ">=", since))
+    if until is not None:
+        query = query.where(filter=FieldFilter(ORDER_FIELD, "<=", until))
+    query = query.order_by(ORDER_FIELD, direction=Query.DESCENDING)
+    shape = IndexShape(name, frozenset({*(equal or {}), *(within or {})}))
+    return Listing(query, shape)
+
+
+def page(listing: Listing, limit: int, offset: int) -> list[dict[str, Any]]:
+    query = listing.query.offset(offset).limit(limit) if offset else listing.query.limit(limit)
+    return [{**(snapshot.to_dict() or {}), "id": snapshot.id} for snapshot in query.stream()]
