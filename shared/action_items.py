@@ -43,9 +43,14 @@ class ActionItemQuery(Page):
     status: Literal["pending", "completed"] | None = None
 
 
-def list_action_items(uid: str, query: ActionItemQuery) -> list[ActionItem]:
+def listing(uid: str, query: ActionItemQuery) -> store.Listing:
+    """The query behind `list_action_items` (and the index it needs)."""
     equal = {"completed": query.status == "completed"} if query.status else None
-    found = store.listing(uid, COLLECTION, equal=equal)
+    return store.listing(uid, COLLECTION, equal=equal)
+
+
+def list_action_items(uid: str, query: ActionItemQuery) -> list[ActionItem]:
+    found = listing(uid, query)
     return [
         ActionItem.model_validate(item) for item in store.page(found, query.limit, query.offset)
     ]

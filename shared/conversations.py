@@ -83,15 +83,18 @@ class ConversationQuery(Page):
         return self
 
 
-def list_conversations(uid: str, query: ConversationQuery) -> list[Conversation]:
+def listing(uid: str, query: ConversationQuery) -> store.Listing:
+    """The query behind `list_conversations` (and the index it needs)."""
     equal: dict[str, Any] = {}
     if not query.include_discarded:
         equal["discarded"] = False
     if query.status is not None:
         equal["status"] = query.status.value
-    found = store.listing(
-        uid, COLLECTION, equal=equal, since=query.start_date, until=query.end_date
-    )
+    return store.listing(uid, COLLECTION, equal=equal, since=query.start_date, until=query.end_date)
+
+
+def list_conversations(uid: str, query: ConversationQuery) -> list[Conversation]:
+    found = listing(uid, query)
     return [
         Conversation.model_validate(item) for item in store.page(found, query.limit, query.offset)
     ]

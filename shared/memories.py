@@ -59,9 +59,14 @@ class MemoryQuery(Page):
     ] = None
 
 
-def list_memories(uid: str, query: MemoryQuery) -> list[Memory]:
+def listing(uid: str, query: MemoryQuery) -> store.Listing:
+    """The query behind `list_memories` (and the index it needs)."""
     within = {"category": [c.value for c in query.categories]} if query.categories else None
-    found = store.listing(uid, COLLECTION, within=within)
+    return store.listing(uid, COLLECTION, within=within)
+
+
+def list_memories(uid: str, query: MemoryQuery) -> list[Memory]:
+    found = listing(uid, query)
     return [Memory.model_validate(item) for item in store.page(found, query.limit, query.offset)]
 
 

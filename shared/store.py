@@ -14,8 +14,9 @@ from shared.firestore import db
 if TYPE_CHECKING:
     from google.cloud.firestore import CollectionReference, DocumentReference, Query
 
-# Firestore's automatic ids; anything else (`..`, `__x__`, 2 KB of text) is not one of ours.
-DOCUMENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Firestore's automatic ids are 20 such characters; anything else (`..`, a reserved `__x__`,
+# 2 KB of text) is not one of ours, and some of it Firestore would refuse outright.
+DOCUMENT_ID = re.compile(r"^(?!__.*__$)[A-Za-z0-9_-]{1,64}$")
 ORDER_FIELD = "created_at"
 SINGULAR = {"memories": "memory", "conversations": "conversation", "action_items": "action item"}
 
