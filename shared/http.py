@@ -123,7 +123,10 @@ def _field_errors(error: ValidationError, where: str) -> ApiError:
     return Unprocessable(summary, extra={"errors": errors})
 
 
-def _read_body(request: Request, route: Route) -> Any:
+def _parse_body(request: Request, route: Route) -> Any:
+    """The validated body: a form's fields (form routes), or JSON validated in strict mode,
+    so `"yes"` is not a boolean and `"5"` not a number."""
+    assert route.body is not None
     too_large = PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise too_large
@@ -132,19 +135,20 @@ def _read_body(request: Request, route: Route) -> Any:
 
         request.max_content_length = MAX_BODY_BYTES
         try:
-            return request.form.to_dict()
+            fields = request.form.to_dict()
         except RequestEntityTooLarge:  # also a single field over werkzeug's 500 kB
             raise too_large from None
+        return route.body.model_validate(fields)
     raw = request.stream.read(MAX_BODY_BYTES + 1)
     if len(raw) > MAX_BODY_BYTES:
         raise too_large
-    if not raw.strip():
-        return {}
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        expected = "JSON or a form" if route.form else "JSON"
-        raise Unprocessable(f"body: expected {expected}") from error
+        return route.body.model_validate_json(raw or b"{}", strict=True)
+    except ValidationError as error:
+        if error.errors()[0]["type"] == "json_invalid":
+            expected = "JSON or a form" if route.form else "JSON"
+            raise Unprocessable(f"body: expected {expected}") from None
+        raise
 
 
 class Router:
@@ -237,7 +241,7 @@ class Router:
                 raise _field_errors(error, "query") from None
         if route.body is not None:
             try:
-                call.body = route.body.model_validate(_read_body(request, route))
+                call.body = _parse_body(request, route)
             except ValidationError as error:
                 raise _field_errors(error, "body") from None
         key = request.headers.get(idempotency.HEADER)
