@@ -54,6 +54,17 @@ def _operation(function: str, route: Route, definitions: dict[str, Any]) -> dict
                     "schema": prop,
                 }
             )
+    idempotent = route.method == "POST" and route.access is not Access.PUBLIC
+    if idempotent:
+        operation["parameters"].append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Repeats within 24 h get the first response; nothing is redone.",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            }
+        )
     if route.body is not None:
         content = {"application/json": {"schema": _schema(route.body, definitions)}}
         if route.form:
@@ -69,12 +80,15 @@ def _operation(function: str, route: Route, definitions: dict[str, Any]) -> dict
     for status, description in route.responses.items():
         responses[str(status)] = {"description": description}
     errors = dict(ERROR_RESPONSES)
+    if idempotent:
+        errors.setdefault(409, "The Idempotency-Key was used for a different request")
     if route.access is Access.PUBLIC:
         errors.pop(401)
         errors.pop(403)
     if route.body is None:
         errors.pop(413)
     for status, description in errors.items():
+        description = route.responses.get(status, description)
         responses[str(status)] = {
             "description": description,
             "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},

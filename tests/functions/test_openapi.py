@@ -73,3 +73,11 @@ def test_every_reference_resolves(document):
     for ref in refs(document):
         assert ref.startswith("#/components/schemas/")
         assert ref.rsplit("/", 1)[1] in schemas, ref
+
+
+def test_authenticated_posts_take_an_idempotency_key(document):
+    for row in route_table():
+        operation = document["paths"][row.route.path][row.route.method.lower()]
+        headers = [p["name"] for p in operation["parameters"] if p["in"] == "header"]
+        expected = row.route.method == "POST" and row.route.access is not Access.PUBLIC
+        assert ("Idempotency-Key" in headers) is expected, row.id
