@@ -201,6 +201,26 @@ def _realtime_steps(target: Target) -> list[Step]:
     ]
 
 
+def _ttl_steps() -> list[Step]:
+    # Firestore deletes expired idempotency reservations itself (within a day of expiry).
+    return [
+        Step(
+            "TTL on idempotency.expires_at",
+            (
+                "gcloud",
+                "firestore",
+                "fields",
+                "ttls",
+                "update",
+                "expires_at",
+                "--collection-group=idempotency",
+                "--enable-ttl",
+                "--async",
+            ),
+        )
+    ]
+
+
 def _hosting_steps(target: Target) -> list[Step]:
     return [
         Step(
@@ -225,6 +245,7 @@ def plan(target: Target) -> list[Step]:
         *_function_steps(target),
         *_subscription_steps(target),
         *_realtime_steps(target),
+        *_ttl_steps(),
         *_hosting_steps(target),
     ]
 

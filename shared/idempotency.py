@@ -24,6 +24,8 @@ from shared.errors import Conflict, Unprocessable
 from shared.firestore import db
 
 HEADER = "Idempotency-Key"
+COLLECTION = "idempotency"
+EXPIRY_FIELD = "expires_at"  # production deletes expired reservations by a TTL policy on it
 TTL = timedelta(hours=24)
 LOCK_SECONDS = 60.0
 WAIT_SECONDS = 10.0
@@ -55,7 +57,7 @@ def once(
     this key. The flag says whether it was replayed."""
     from google.api_core.exceptions import AlreadyExists
 
-    reference = db().collection("idempotency").document(fingerprint(uid, key))
+    reference = db().collection(COLLECTION).document(fingerprint(uid, key))
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
         now = datetime.now(UTC)
@@ -64,7 +66,7 @@ def once(
             "fingerprint": request_fingerprint,
             "state": "pending",
             "locked_at": now,
-            "expires_at": now + TTL,
+            EXPIRY_FIELD: now + TTL,
         }
         try:
             reference.create(reservation)
@@ -74,7 +76,7 @@ def once(
         stored = reference.get().to_dict()
         if stored is None:
             continue  # released meanwhile: try to reserve again
-        if stored["expires_at"] <= now or (
+        if stored[EXPIRY_FIELD] <= now or (
             stored["state"] == "pending"
             and (now - stored["locked_at"]).total_seconds() > LOCK_SECONDS
         ):

@@ -138,3 +138,11 @@ def test_the_entry_module_loads_only_the_function_it_is_asked_for():
     )
     checked = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True)
     assert checked.returncode == 0, checked.stderr.decode()
+
+
+def test_expired_idempotency_reservations_are_cleaned_up_by_a_ttl_policy():
+    from shared import idempotency
+
+    ttl = [c for c in _commands() if c[:5] == ("gcloud", "firestore", "fields", "ttls", "update")]
+    assert ttl and ttl[0][5] == idempotency.EXPIRY_FIELD
+    assert f"--collection-group={idempotency.COLLECTION}" in ttl[0]
