@@ -26,6 +26,7 @@ lint: install
 
 bench: install
 	$(PY) -m bench.cold_start
+	$(PY) -m bench.request_latency
 
 install: $(STAMP) $(NODE_STAMP)
 

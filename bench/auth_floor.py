@@ -15,9 +15,13 @@ from typing import Any
 import functions_framework
 
 from shared.auth import authenticate, token_from_header
+from shared.errors import ApiError
 
 
 @functions_framework.http
 def auth_floor(request: Any) -> tuple[dict[str, Any], int]:
-    authenticate(token_from_header(request.headers.get("Authorization")))
+    try:
+        authenticate(token_from_header(request.headers.get("Authorization")))
+    except ApiError as error:
+        return error.body(), error.status
     return {}, 200

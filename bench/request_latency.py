@@ -1,5 +1,5 @@
 """Warm request latency of `GET /v1/memories?limit=25` against an auth-only floor:
-`python -m bench.requests`.
+`python -m bench.request_latency` (`make bench`).
 
 Both are served by functions-framework alone, one process each, as deployed: the `memories`
 function from `main.py`, and `bench/auth_floor.py`, which authenticates the caller exactly as a
@@ -45,7 +45,7 @@ from infra.auth_emulator import AuthEmulator
 from infra.local import LocalStack, Ports, Service, free_port
 from shared.deployables import ROOT
 
-RESULTS_FILE = ROOT / "bench" / "results" / "requests.json"
+RESULTS_FILE = ROOT / "bench" / "results" / "request_latency.json"
 REQUEST_TIMEOUT = 10.0  # seconds, every request
 WARMUP = 50  # unrecorded requests to each server before the first round
 BLOCK = 200  # requests to one server in a row, per round
