@@ -143,8 +143,8 @@ def _move_to_processing(
 
 def finish_in_progress(uid: str) -> Conversation:
     """Finish the caller's conversation in progress now: `processing`, and published."""
-    in_progress = store.listing(uid, COLLECTION, equal={"status": "in_progress"})
-    current = store.page(in_progress, limit=1, offset=0)
+    in_progress = ConversationQuery(status=ConversationStatus.in_progress, include_discarded=True)
+    current = store.page(listing(uid, in_progress), limit=1, offset=0)
     if not current:
         raise store.missing("conversation in progress")
     return _move_to_processing(

@@ -285,9 +285,12 @@ def _dump(result: Any, response_type: Any) -> Any:
 
 
 def _unavailable(error: Exception) -> ApiError | None:
-    """Transient backend failures (Firestore, Pub/Sub) become 503 so clients retry."""
+    """Transient backend failures (Firestore, Pub/Sub, a publish that timed out) become 503 so
+    clients retry."""
     from google.api_core import exceptions
 
-    if isinstance(error, exceptions.ServiceUnavailable | exceptions.DeadlineExceeded):
+    if isinstance(
+        error, exceptions.ServiceUnavailable | exceptions.DeadlineExceeded | TimeoutError
+    ):
         return ServiceUnavailable("a backend service is unavailable; retry")
     return None

@@ -196,3 +196,26 @@ def test_reprocess_runs_a_finished_conversation_again(api, user, firestore):
             "the conversation is processing",
             "the conversation is in_progress",
         )
+
+
+def test_pub_sub_down_is_a_503_and_the_conversation_waits_for_the_sweep(
+    user, firestore, monkeypatch
+):
+    import httpx
+    from functions_framework import create_app
+
+    from infra.local import free_port
+    from shared import pubsub
+    from shared.deployables import ROOT
+
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    monkeypatch.setattr(pubsub, "_publisher", None)
+    monkeypatch.setattr(pubsub, "PUBLISH_TIMEOUT_SECONDS", 1.0)
+    app = create_app(target="conversations", source=str(ROOT / "main.py"))
+    live = seed.conversation(firestore, user.uid, status="in_progress")
+    with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://f") as client:
+        reply = client.post("/v1/conversations", headers=user.bearer)
+    assert reply.status_code == 503
+    assert "retry" in reply.json()["detail"]
+    stored = firestore.collection("users").document(user.uid).collection("conversations")
+    assert stored.document(live).get().get("status") == "processing"
