@@ -33,14 +33,14 @@ install: $(STAMP) $(NODE_STAMP)
 $(STAMP): pyproject.toml requirements-dev.txt requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Mnemo needs Python 3.11+ (python3 is $$($(PYTHON) --version))"; exit 1; }
-	@$(PYTHON) -m infra.local --check
+	@$(PYTHON) -m infra.prerequisites
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 $(NODE_STAMP): package.json package-lock.json
-	@$(PYTHON) -m infra.local --check
+	@$(PYTHON) -m infra.prerequisites
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -12,8 +12,6 @@ import argparse
 import json
 import os
 import random
-import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,21 +23,11 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infra.prerequisites import FIREBASE_BIN, check_prerequisites
 from shared import deployables
 from shared.deployables import ROOT
 
 PROJECT = "demo-mnemo"
-FIREBASE_BIN = ROOT / "node_modules" / ".bin" / "firebase"
-EMULATOR_COMPONENTS = {
-    "cloud-firestore-emulator": "Firestore emulator",
-    "pubsub-emulator": "Pub/Sub emulator",
-}
-
-
-class PrerequisiteMissing(SystemExit):
-    """A tool the stack needs is not installed; the message says how to get it."""
-
-
 # Below Linux's ephemeral range (32768-60999), from which the emulators take their own extra
 # ports while starting: a port picked there could be taken again before its service binds it.
 FREE_PORT_RANGE = (20000, 32000)
@@ -96,51 +84,6 @@ class Ports:
         if not http:
             http = ports.pop()
         return cls(http, *ports)
-
-
-def _major_version(command: list[str], pattern: str) -> int:
-    """The major version `command` prints, or 0 if it is missing or says nothing we know."""
-    if shutil.which(command[0]) is None:
-        return 0
-    try:
-        ran = subprocess.run(command, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return 0
-    found = re.search(pattern, ran.stdout + ran.stderr)
-    return int(found.group(1)) if found else 0
-
-
-def check_prerequisites(firebase_tools: bool = True) -> Path:
-    """Fail at once, saying what to install, if Java, Node, the gcloud emulators or (with
-    `firebase_tools`) the npm-installed firebase-tools are missing. Returns the SDK root.
-
-    Runs with the system Python too (`python3 -m infra.local --check`, before the virtual
-    environment exists): this module imports only the standard library at the top."""
-    missing = []
-    if _major_version(["java", "-version"], r'version "(\d+)') < 17:
-        missing.append("Java 17+ (Debian: apt-get install openjdk-17-jre-headless)")
-    if _major_version(["node", "--version"], r"v(\d+)") < 20 or shutil.which("npm") is None:
-        missing.append("Node.js 20+ with npm (https://nodejs.org; Debian: apt-get install npm)")
-    elif firebase_tools and not FIREBASE_BIN.exists():
-        missing.append("firebase-tools: run `make install` (npm ci, into node_modules/)")
-    gcloud = shutil.which("gcloud")
-    sdk_root = Path(os.path.realpath(gcloud)).parent.parent if gcloud else None
-    if sdk_root is None:
-        missing.append(
-            "the Google Cloud CLI (https://cloud.google.com/sdk/docs/install), with "
-            "`gcloud components install cloud-firestore-emulator pubsub-emulator beta`"
-        )
-    else:
-        for component, what in EMULATOR_COMPONENTS.items():
-            if not (sdk_root / "platform" / component).is_dir():
-                missing.append(
-                    f"the {what}: `gcloud components install {component}` "
-                    f"(Debian: apt-get install google-cloud-cli-{component})"
-                )
-    if missing:
-        raise PrerequisiteMissing("Mnemo's local stack needs:\n  - " + "\n  - ".join(missing))
-    assert sdk_root is not None
-    return sdk_root
 
 
 @dataclass
@@ -413,13 +356,7 @@ def main() -> None:
     parser.add_argument(
         "--free-ports", action="store_true", help="emulators on free ports, not firebase.json's"
     )
-    parser.add_argument(
-        "--check", action="store_true", help="only check that the prerequisites are installed"
-    )
     args = parser.parse_args()
-    if args.check:
-        check_prerequisites(firebase_tools=False)
-        return
     http_port = int(os.environ.get("PORT", "8080"))
     ports = Ports.free(http_port) if args.free_ports else Ports.from_firebase_json(http_port)
 

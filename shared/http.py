@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -280,8 +281,13 @@ def _dump(result: Any, response_type: Any) -> Any:
     if isinstance(result, BaseModel):
         return result.model_dump(mode="json")
     if response_type is not None:
-        return TypeAdapter(response_type).dump_python(result, mode="json")
+        return _adapter(response_type).dump_python(result, mode="json")
     return result
+
+
+@cache
+def _adapter(response_type: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(response_type)
 
 
 def _unavailable(error: Exception) -> ApiError | None:

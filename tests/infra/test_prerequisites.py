@@ -17,7 +17,7 @@ def _check_with(tmp_path, tools: list[str]) -> subprocess.CompletedProcess[str]:
         assert found, f"{tool} should be on this machine"
         (tmp_path / tool).symlink_to(found)
     return subprocess.run(
-        [sys.executable, "-m", "infra.local", "--check"],
+        [sys.executable, "-m", "infra.prerequisites"],
         cwd=ROOT,
         env={"PATH": str(tmp_path)},
         capture_output=True,
