@@ -163,9 +163,11 @@ class LocalStack:
         ports: Ports,
         workdir: Path,
         gateway_to_terminal: bool = False,
+        gateway_env: dict[str, str] | None = None,
     ):
         self.ports = ports
         self.workdir = workdir
+        self.gateway_env = gateway_env or {}
         self.gateway_to_terminal = gateway_to_terminal
         self.services: list[Service] = []
 
@@ -283,6 +285,7 @@ class LocalStack:
                     "ENVIRONMENT": "development",
                     "PORT": str(self.ports.http),
                     "REALTIME_URL": f"http://localhost:{self.ports.http}",
+                    **self.gateway_env,
                 },
             )
             self.services.append(gateway)

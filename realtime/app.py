@@ -10,9 +10,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from realtime.connections import ConnectionCounter
+from realtime.listen import listen
 
 
 async def health(request: Request) -> JSONResponse:
@@ -22,6 +23,7 @@ async def health(request: Request) -> JSONResponse:
 
 routes: list[BaseRoute] = [
     Route("/health", health, methods=["GET"]),
+    WebSocketRoute("/v4/listen", listen),
 ]
 
 

@@ -16,12 +16,36 @@ import pytest
 from infra.auth_emulator import AuthEmulator, User
 from infra.local import PROJECT, LocalStack, Ports
 from shared import settings as settings_module
+from tests.support.deepgram_double import DeepgramDouble
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+def deepgram_double() -> Iterator[DeepgramDouble]:
+    """The Deepgram-protocol server the stack's realtime service transcribes with."""
+    with DeepgramDouble() as double:
+        yield double
+
+
+@pytest.fixture
+def deepgram(deepgram_double: DeepgramDouble) -> DeepgramDouble:
+    """The stack's Deepgram double, with no script and no connections yet."""
+    deepgram_double.reset()
+    return deepgram_double
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, deepgram_double: DeepgramDouble
+) -> Iterator[LocalStack]:
     saved = dict(os.environ)
-    local = LocalStack(Ports.free(), Path(tmp_path_factory.mktemp("stack")))
+    local = LocalStack(
+        Ports.free(),
+        Path(tmp_path_factory.mktemp("stack")),
+        gateway_env={
+            "DEEPGRAM_API_KEY": deepgram_double.api_key,
+            "DEEPGRAM_BASE_URL": deepgram_double.url,
+        },
+    )
     local.start()
     os.environ.update(local.client_env())
     try:

@@ -140,6 +140,14 @@ class DeepgramDouble:
 
     # Scripting
 
+    def reset(self) -> None:
+        """Forget every script and recorded connection (one double serves many tests)."""
+        self._steps.clear()
+        self._refuse_status = None
+        self._stall = False
+        self.delay = 0.0
+        self.connections.clear()
+
     def when_audio(self, after_bytes: int, *messages: dict) -> None:
         """Send `messages` once `after_bytes` bytes of audio have arrived on a connection."""
         self._steps.append(_Step(after_bytes, None, messages))
