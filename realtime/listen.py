@@ -4,33 +4,41 @@ One session per socket:
 
 - the caller is authenticated (`?token=`) and the query checked before audio is taken;
 - binary frames are decoded (`shared.audio`) and streamed to the speech-to-text provider
-  (`shared.stt`); frames of 2 bytes or fewer are keep-alives;
+  (`shared.stt`); frames of 2 bytes or fewer are keep-alives, passed on as such;
 - every final result becomes segments, and **the segments are written to the conversation in
   Firestore before the `transcript` event that carries them is sent**: whatever the app was
   shown survives a crash of this process;
-- the conversation is created `in_progress` by its first segment (no speech, no conversation).
-
-Not here yet (issue 4, next steps): resuming a conversation, the silence timeout, reconnecting
-to the provider with the audio kept meanwhile.
+- the conversation is created `in_progress` by its first segment (no speech, no conversation);
+  reconnecting with `conversation_id`, or within the timeout, continues it, with segment times
+  carrying on from its last segment;
+- `conversation_timeout` seconds without speech finish it (`processing`, published once even if
+  `POST /v1/conversations` races: both go through one guarded transaction);
+- if the provider fails, the phone is told (`stt_failed`, retryable), the audio that arrives
+  meanwhile is kept (up to `BACKLOG_SECONDS`) and sent once the provider is back; if it does not
+  come back, the conversation so far is finished normally and the socket closed with 1011.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections import deque
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from realtime.auth import POLICY_VIOLATION, authenticate_websocket, close_reason
-from shared import store
+from shared import conversations
 from shared.audio import AudioFormat, AudioFormatError, Decoder, FrameTooLarge
-from shared.conversations import COLLECTION, Segment
+from shared.errors import ApiError
 from shared.logging import get_logger
-from shared.stt import SpeechToTextUnavailable, speech_to_text, words_to_segments
+from shared.settings import get_settings
+from shared.stt import LiveStream, SpeechToTextUnavailable, speech_to_text, words_to_segments
 
 log = get_logger("listen")
 
@@ -38,12 +46,23 @@ MESSAGE_TOO_BIG = 1009
 INTERNAL_ERROR = 1011
 # How long the provider may take to flush its last results once the phone hangs up.
 FLUSH_SECONDS = 10.0
+# Waits between attempts to reopen the provider's stream; after the last, the session ends.
+RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0)
+# Audio kept while the provider is away; older audio is dropped (and logged).
+BACKLOG_SECONDS = 60.0
+# Providers close a stream that hears nothing for ~10 s: keep it open during silence.
+KEEPALIVE_SECONDS = 5.0
+DEFAULT_TIMEOUT = 120
+MIN_TIMEOUT = 15
+MAX_TIMEOUT = 4 * 3600
 
 
 @dataclass(frozen=True)
 class ListenParams:
     audio: AudioFormat
     language: str
+    conversation_timeout: int
+    conversation_id: str | None
 
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> ListenParams:
@@ -56,44 +75,11 @@ class ListenParams:
         language = query.get("language", "en")
         if not (2 <= len(language) <= 35 and language.replace("-", "").isalnum()):
             raise ValueError("language must be a language code such as en or pt-BR")
-        return cls(audio, language)
-
-
-class ConversationWriter:
-    """Appends segments to the caller's conversation, creating it with the first ones."""
-
-    def __init__(self, uid: str, language: str):
-        self.uid = uid
-        self.language = language
-        self.conversation_id: str | None = None
-
-    def append(self, segments: list[Segment]) -> bool:
-        """Store `segments`; True if this created the conversation. Blocking (Firestore)."""
-        from google.cloud import firestore
-
-        now = datetime.now(UTC)
-        rows = [segment.model_dump() for segment in segments]
-        if self.conversation_id is None:
-            reference = store.collection(self.uid, COLLECTION).document()
-            reference.create(
-                {
-                    "status": "in_progress",
-                    "source": "phone",
-                    "language": self.language,
-                    "created_at": now,
-                    "started_at": now,
-                    "updated_at": now,
-                    "finished_at": None,
-                    "discarded": False,
-                    "transcript_segments": rows,
-                    "failure_reason": None,
-                }
-            )
-            self.conversation_id = reference.id
-            return True
-        reference = store.document(self.uid, COLLECTION, self.conversation_id)
-        reference.update({"transcript_segments": firestore.ArrayUnion(rows), "updated_at": now})
-        return False
+        floor = MIN_TIMEOUT if get_settings().production else 1
+        raw_timeout = query.get("conversation_timeout", str(DEFAULT_TIMEOUT))
+        if not raw_timeout.isdigit() or not floor <= int(raw_timeout) <= MAX_TIMEOUT:
+            raise ValueError(f"conversation_timeout must be seconds from {floor} to {MAX_TIMEOUT}")
+        return cls(audio, language, int(raw_timeout), query.get("conversation_id") or None)
 
 
 async def listen(websocket: WebSocket) -> None:
@@ -113,9 +99,19 @@ async def listen(websocket: WebSocket) -> None:
 class Session:
     def __init__(self, websocket: WebSocket, uid: str, params: ListenParams):
         self.websocket = websocket
+        self.uid = uid
         self.params = params
         self.decoder = Decoder(params.audio)
-        self.writer = ConversationWriter(uid, params.language)
+        self.conversation_id: str | None = None
+        # Added to the provider's times (which restart at 0 with every stream) to get times
+        # within the conversation.
+        self.shift = 0.0
+        self.sent_seconds = 0.0  # audio sent on the current provider stream
+        self.last_speech = time.monotonic()
+        self.last_audio = time.monotonic()
+        self.stream: LiveStream | None = None
+        self.backlog: deque[bytes] = deque()
+        self.backlog_seconds = 0.0
 
     async def send(self, event: dict[str, Any]) -> None:
         if self.websocket.application_state is WebSocketState.CONNECTED:
@@ -126,44 +122,125 @@ class Session:
             await self.websocket.close(code=code, reason=close_reason(reason))
 
     async def run(self) -> None:
-        provider = speech_to_text()
+        receiving = asyncio.create_task(self._receive())
+        watching = asyncio.create_task(self._watch())
         try:
-            async with provider.stream(
-                language=self.params.language, sample_rate=self.decoder.sample_rate
-            ) as stream:
-                await self.send({"type": "service_status", "status": "ready"})
-                await self._stream(stream)
-        except SpeechToTextUnavailable as error:
-            log.warning("speech-to-text unavailable: %s", error.reason)
-            await self.send(
-                {"type": "service_status", "status": "stt_failed", "retryable": error.retryable}
-            )
-            await self.close(INTERNAL_ERROR, f"speech-to-text unavailable: {error.reason}")
+            await self._resume()
+            await self._transcribe_until_hang_up(receiving)
         except FrameTooLarge as error:
             await self.close(MESSAGE_TOO_BIG, str(error))
         except Exception:
-            log.exception(
-                "listen session failed", extra={"conversation_id": self.writer.conversation_id}
-            )
+            log.exception("listen session failed", extra={"conversation_id": self.conversation_id})
             await self.close(INTERNAL_ERROR, "internal error; reconnect")
-
-    async def _stream(self, stream: Any) -> None:
-        receiving = asyncio.create_task(self._receive(stream))
-        transcribing = asyncio.create_task(self._transcribe(stream))
-        try:
-            await asyncio.wait({receiving, transcribing}, return_when=asyncio.FIRST_COMPLETED)
-            if receiving.done():
-                receiving.result()  # a protocol error from the phone ends the session
-                await stream.close()  # the phone hung up: let the provider flush
-                await asyncio.wait_for(transcribing, FLUSH_SECONDS)
-            else:
-                transcribing.result()  # the provider failed or ended the stream
         finally:
-            for task in (receiving, transcribing):
+            for task in (receiving, watching):
                 task.cancel()
-            await asyncio.gather(receiving, transcribing, return_exceptions=True)
+            await asyncio.gather(receiving, watching, return_exceptions=True)
 
-    async def _receive(self, stream: Any) -> None:
+    async def _resume(self) -> None:
+        """Continue the conversation named by the query, or the caller's conversation in
+        progress if it heard speech within the timeout."""
+        wanted = self.params.conversation_id
+        found = await run_in_threadpool(self._resumable, wanted)
+        if found is None:
+            return
+        self.conversation_id = found.id
+        self.shift = max((segment.end for segment in found.transcript_segments), default=0.0)
+        await self.send(
+            {"type": "conversation_started", "conversation_id": found.id, "resumed": True}
+        )
+
+    def _resumable(self, wanted: str | None) -> conversations.Conversation | None:
+        if wanted is not None:
+            try:
+                found: conversations.Conversation | None = conversations.get_conversation(
+                    self.uid, wanted
+                )
+            except ApiError:
+                return None  # not the caller's, or gone: a new conversation starts
+        else:
+            found = conversations.in_progress(self.uid)
+            if found is not None:
+                recent = datetime.now(UTC) - timedelta(seconds=self.params.conversation_timeout)
+                stored = conversations.last_activity(self.uid, found.id)
+                if stored is None or stored < recent:
+                    return None  # the sweep will finish it
+        if found is None or found.status is not conversations.ConversationStatus.in_progress:
+            return None
+        return found
+
+    async def _transcribe_until_hang_up(self, receiving: asyncio.Task[None]) -> None:
+        provider = speech_to_text()
+        failures = 0
+        while True:
+            transcribing: asyncio.Task[None] | None = None
+            try:
+                async with provider.stream(
+                    language=self.params.language, sample_rate=self.decoder.sample_rate
+                ) as stream:
+                    failures = 0
+                    self.sent_seconds = 0.0
+                    await self._attach(stream)
+                    await self.send({"type": "service_status", "status": "ready"})
+                    transcribing = asyncio.create_task(self._transcribe(stream))
+                    await asyncio.wait(
+                        {receiving, transcribing}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if receiving.done():
+                        self.stream = None
+                        receiving.result()  # a protocol error from the phone ends the session
+                        await stream.close()  # the phone hung up: let the provider flush
+                        await asyncio.wait_for(transcribing, FLUSH_SECONDS)
+                        return
+                    transcribing.result()  # raises: the provider failed
+                    return
+            except SpeechToTextUnavailable as error:
+                self.stream = None
+                self.shift += self.sent_seconds  # the next stream's clock starts at 0 again
+                self.sent_seconds = 0.0
+                failures += 1
+                log.warning(
+                    "speech-to-text unavailable: %s", error.reason, extra={"attempt": failures}
+                )
+                await self.send(
+                    {"type": "service_status", "status": "stt_failed", "retryable": error.retryable}
+                )
+                if not error.retryable or failures > len(RECONNECT_DELAYS) or receiving.done():
+                    await self._finish("stt_failed")
+                    await self.close(INTERNAL_ERROR, f"speech-to-text unavailable: {error.reason}")
+                    return
+                await asyncio.sleep(RECONNECT_DELAYS[failures - 1])
+            finally:
+                if transcribing is not None and not transcribing.done():
+                    transcribing.cancel()
+                    await asyncio.gather(transcribing, return_exceptions=True)
+
+    async def _attach(self, stream: LiveStream) -> None:
+        """Send what was kept while the provider was away, then stream live, in order."""
+        while self.backlog:
+            pcm = self.backlog.popleft()
+            self.backlog_seconds -= self.decoder.seconds(pcm)
+            await stream.send(pcm)
+            self.sent_seconds += self.decoder.seconds(pcm)
+        self.stream = stream
+
+    async def _audio(self, pcm: bytes) -> None:
+        stream = self.stream
+        if stream is not None:
+            try:
+                await stream.send(pcm)
+                self.sent_seconds += self.decoder.seconds(pcm)
+                return
+            except SpeechToTextUnavailable:
+                self.stream = None  # the transcribing task reports the failure
+        self.backlog.append(pcm)
+        self.backlog_seconds += self.decoder.seconds(pcm)
+        while self.backlog_seconds > BACKLOG_SECONDS and self.backlog:
+            dropped = self.backlog.popleft()
+            self.backlog_seconds -= self.decoder.seconds(dropped)
+            log.warning("dropped audio kept too long while speech-to-text was away")
+
+    async def _receive(self) -> None:
         """Audio from the phone to the provider, until the phone hangs up."""
         while True:
             try:
@@ -176,21 +253,30 @@ class Session:
             if frame is None:
                 continue  # text frames carry nothing for this endpoint yet
             pcm = self.decoder.decode(frame)
+            self.last_audio = time.monotonic()
             if pcm:
-                await stream.send(pcm)
+                await self._audio(pcm)
+            elif self.stream is not None:
+                await self.stream.keep_alive()
 
-    async def _transcribe(self, stream: Any) -> None:
+    async def _transcribe(self, stream: LiveStream) -> None:
         """Final results to stored segments, then to the phone: stored first, always."""
         async for transcript in stream.results():
             if not transcript.is_final or not transcript.words:
                 continue
-            segments = words_to_segments(transcript.words)
-            created = await run_in_threadpool(self.writer.append, segments)
-            conversation_id = self.writer.conversation_id
+            segments = words_to_segments(transcript.words, offset=self.shift)
+            conversation_id, created = await run_in_threadpool(
+                conversations.append_segments,
+                self.uid,
+                self.conversation_id,
+                segments,
+                self.params.language,
+            )
+            self.conversation_id = conversation_id
+            self.last_speech = time.monotonic()
             if created:
-                await self.send(
-                    {"type": "conversation_started", "conversation_id": conversation_id}
-                )
+                started = {"type": "conversation_started", "conversation_id": conversation_id}
+                await self.send(started)
             await self.send(
                 {
                     "type": "transcript",
@@ -198,3 +284,36 @@ class Session:
                     "segments": [segment.model_dump(mode="json") for segment in segments],
                 }
             )
+
+    async def _watch(self) -> None:
+        """Finish the conversation after `conversation_timeout` without speech; keep the
+        provider's stream alive through silence."""
+        while True:
+            await asyncio.sleep(0.25)
+            now = time.monotonic()
+            if self.stream is not None and now - self.last_audio > KEEPALIVE_SECONDS:
+                self.last_audio = now
+                with suppress(SpeechToTextUnavailable):  # the transcribing task reports it
+                    await self.stream.keep_alive()
+            if (
+                self.conversation_id is not None
+                and now - self.last_speech >= self.params.conversation_timeout
+            ):
+                await self._finish("timeout")
+
+    async def _finish(self, reason: str) -> None:
+        """Finish the conversation in progress (if any); the next speech starts a new one."""
+        conversation_id = self.conversation_id
+        if conversation_id is None:
+            return
+        self.conversation_id = None
+        self.shift = -self.sent_seconds  # the next conversation's times start near 0
+        try:
+            await run_in_threadpool(conversations.finish, self.uid, conversation_id, reason)
+        except ApiError:
+            pass  # finished (and published) by someone else, e.g. POST /v1/conversations
+        except Exception:
+            # Pub/Sub or Firestore trouble: the conversation is in_progress or processing, and
+            # the sweep (issue 5) finishes or re-queues it. The session carries on.
+            log.exception("could not finish the conversation", extra={"id": conversation_id})
+        await self.send({"type": "conversation_processing", "conversation_id": conversation_id})

@@ -141,15 +141,77 @@ def _move_to_processing(
     return moved
 
 
+def in_progress(uid: str) -> Conversation | None:
+    """The caller's newest conversation in progress, if any."""
+    query = ConversationQuery(status=ConversationStatus.in_progress, include_discarded=True)
+    found = store.page(listing(uid, query), limit=1, offset=0)
+    return Conversation.model_validate(found[0]) if found else None
+
+
+def last_activity(uid: str, conversation_id: str) -> datetime | None:
+    """When the conversation last changed (its last segment, for one in progress)."""
+    snapshot = store.document(uid, COLLECTION, conversation_id).get(field_paths=["updated_at"])
+    value = (snapshot.to_dict() or {}).get("updated_at")
+    return value if isinstance(value, datetime) else None
+
+
 def finish_in_progress(uid: str) -> Conversation:
     """Finish the caller's conversation in progress now: `processing`, and published."""
-    in_progress = ConversationQuery(status=ConversationStatus.in_progress, include_discarded=True)
-    current = store.page(listing(uid, in_progress), limit=1, offset=0)
-    if not current:
+    current = in_progress(uid)
+    if current is None:
         raise store.missing("conversation in progress")
-    return _move_to_processing(
-        uid, current[0]["id"], {ConversationStatus.in_progress}, reason="finished"
-    )
+    return finish(uid, current.id, reason="finished")
+
+
+def finish(uid: str, conversation_id: str, reason: str) -> Conversation:
+    """Move a conversation in progress to `processing` and publish it; `Conflict` if it is
+    not in progress any more (someone else finished it: they published)."""
+    return _move_to_processing(uid, conversation_id, {ConversationStatus.in_progress}, reason)
+
+
+def append_segments(
+    uid: str, conversation_id: str | None, segments: list[Segment], language: str
+) -> tuple[str, bool]:
+    """Store `segments` at the end of the conversation `conversation_id` if it is still in
+    progress, else in a new conversation in progress. Returns its id and whether it is new.
+    One transaction, so segments never land in a conversation that was finished meanwhile."""
+    from google.cloud import firestore
+
+    rows = [segment.model_dump() for segment in segments]
+    client = store.db()
+
+    @firestore.transactional
+    def write(transaction: firestore.Transaction) -> tuple[str, bool]:
+        now = datetime.now(UTC)
+        if conversation_id is not None:
+            reference = store.document(uid, COLLECTION, conversation_id)
+            current = reference.get(transaction=transaction, field_paths=["status"]).to_dict()
+            if current is not None and current.get("status") == ConversationStatus.in_progress:
+                transaction.update(
+                    reference,
+                    {"transcript_segments": firestore.ArrayUnion(rows), "updated_at": now},
+                )
+                return conversation_id, False
+        reference = store.collection(uid, COLLECTION).document()
+        transaction.create(
+            reference,
+            {
+                "status": ConversationStatus.in_progress.value,
+                "source": "phone",
+                "language": language,
+                "created_at": now,
+                "started_at": now,
+                "updated_at": now,
+                "finished_at": None,
+                "discarded": False,
+                "transcript_segments": rows,
+                "failure_reason": None,
+            },
+        )
+        return reference.id, True
+
+    written: tuple[str, bool] = write(client.transaction())
+    return written
 
 
 def reprocess(uid: str, conversation_id: str) -> Conversation:

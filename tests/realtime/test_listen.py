@@ -6,12 +6,16 @@ import json
 import math
 import struct
 import threading
+import time
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
+from realtime.listen import RECONNECT_DELAYS
+from tests.support import seed
 from tests.support.deepgram_double import results, word
+from tests.support.pubsub import tap
 
 FRAME_SECONDS = 0.03
 
@@ -35,7 +39,7 @@ def _stream(socket, audio: bytes, sample_rate: int) -> None:
         socket.send(audio[start : start + step])
 
 
-def _events(socket, until_closed: bool = True) -> list[dict]:
+def _events(socket) -> list[dict]:
     events = []
     try:
         while True:
@@ -172,11 +176,119 @@ def test_a_frame_over_64_kib_closes_with_1009_and_keeps_what_was_said(
     assert stored == transcript["segments"]
 
 
-def test_an_unreachable_provider_is_reported_and_the_socket_closed(stack, user, deepgram):
+def test_a_provider_that_never_comes_back_is_reported_and_the_socket_closed(stack, user, deepgram):
     deepgram.refuse_handshake(503)
     with connect(_url(stack, user)) as socket:
-        status = json.loads(socket.recv(timeout=15))
-        with pytest.raises(ConnectionClosed) as closed:
-            socket.recv(timeout=15)
-    assert status == {"type": "service_status", "status": "stt_failed", "retryable": True}
-    assert closed.value.rcvd.code == 1011
+        events = _events(socket)
+        closed = socket.protocol.close_rcvd
+    assert events == [{"type": "service_status", "status": "stt_failed", "retryable": True}] * (
+        len(RECONNECT_DELAYS) + 1
+    )
+    assert len(deepgram.connections) == len(RECONNECT_DELAYS) + 1
+    assert closed is not None and closed.code == 1011
+
+
+def test_a_provider_refusing_the_key_is_not_retried(stack, user, deepgram):
+    deepgram.refuse_handshake(401)
+    with connect(_url(stack, user)) as socket:
+        events = _events(socket)
+        closed = socket.protocol.close_rcvd
+    assert events == [{"type": "service_status", "status": "stt_failed", "retryable": False}]
+    assert closed is not None and closed.code == 1011
+
+
+def test_an_upstream_closing_mid_stream_loses_nothing_and_time_goes_on(
+    stack, user, firestore, deepgram
+):
+    second = 32000  # bytes of 16 kHz pcm16
+    deepgram.when_audio(second // 2, results([word("Before.", 0.0, 0.4, 0)]), connection=1)
+    deepgram.close_when_audio(second, code=1011, connection=1)
+    deepgram.when_audio(second // 2, results([word("After.", 0.1, 0.4, 0)]), connection=2)
+    with connect(_url(stack, user)) as socket:
+        assert json.loads(socket.recv(timeout=15))["status"] == "ready"
+        _stream(socket, tone(1.0, 16000), 16000)  # the upstream goes away after this second
+        seen = [json.loads(socket.recv(timeout=15)) for _ in range(3)]
+        _stream(socket, tone(1.0, 16000), 16000)  # kept, then sent to the new stream
+        seen += [json.loads(socket.recv(timeout=15)) for _ in range(2)]
+    kinds = [event.get("status") or event["type"] for event in seen]
+    assert kinds == ["conversation_started", "transcript", "stt_failed", "ready", "transcript"]
+    assert seen[2]["retryable"] is True
+    before, after = seen[1]["segments"][0], seen[4]["segments"][0]
+    assert after["start"] >= before["end"]
+    assert after["start"] >= 1.0  # the new stream's clock continues the conversation's
+    stored = _stored_segments(firestore, user.uid, seen[0]["conversation_id"])
+    assert stored == [before, after]
+    assert deepgram.connections[1].audio_bytes >= second // 2
+
+
+@pytest.mark.parametrize("post_too", [False, True], ids=["timeout", "timeout-and-post"])
+def test_silence_past_the_timeout_finishes_the_conversation_once(
+    stack, user, firestore, deepgram, api, post_too
+):
+    deepgram.when_audio(16000, results([word("Bye.", 0.0, 0.4, 0)]))
+    with (
+        tap("conversation.finished") as finished,
+        connect(_url(stack, user, conversation_timeout=2)) as socket,
+    ):
+        socket.recv(timeout=15)
+        _stream(socket, tone(0.6, 16000), 16000)
+        started, _transcript = (json.loads(socket.recv(timeout=15)) for _ in range(2))
+        conversation_id = started["conversation_id"]
+        if post_too:  # both paths try: one finishes and publishes, the other finds it done
+            api.post("/v1/conversations", headers=user.bearer)
+        for _ in range(8):
+            socket.send(b"\x00")  # keep-alives only: silence
+            time.sleep(0.25)
+        processing = json.loads(socket.recv(timeout=15))
+        messages = [m for m in finished.pull(expect=1, settle=2) if m.attributes["uid"] == user.uid]
+    assert processing == {"type": "conversation_processing", "conversation_id": conversation_id}
+    assert [m.data["conversation_id"] for m in messages] == [conversation_id]
+    conversation = firestore.collection("users").document(user.uid).collection("conversations")
+    assert conversation.document(conversation_id).get().get("status") == "processing"
+
+
+def test_reconnecting_continues_the_same_conversation(stack, user, firestore, deepgram):
+    deepgram.when_audio(16000, results([word("One.", 0.0, 0.5, 0)]), connection=1)
+    deepgram.when_audio(16000, results([word("Two.", 0.1, 0.5, 0)]), connection=2)
+    deepgram.when_audio(16000, results([word("Three.", 0.1, 0.5, 0)]), connection=3)
+    with connect(_url(stack, user)) as socket:
+        socket.recv(timeout=15)
+        _stream(socket, tone(0.6, 16000), 16000)
+        started, first = (json.loads(socket.recv(timeout=15)) for _ in range(2))
+    conversation_id = started["conversation_id"]
+    # By id...
+    with connect(_url(stack, user, conversation_id=conversation_id)) as socket:
+        resumed = json.loads(socket.recv(timeout=15))
+        socket.recv(timeout=15)  # ready
+        _stream(socket, tone(0.6, 16000), 16000)
+        second = json.loads(socket.recv(timeout=15))
+    # ...and without it, within the timeout.
+    with connect(_url(stack, user)) as socket:
+        assert json.loads(socket.recv(timeout=15))["resumed"] is True
+        socket.recv(timeout=15)  # ready
+        _stream(socket, tone(0.6, 16000), 16000)
+        third = json.loads(socket.recv(timeout=15))
+    assert resumed == {
+        "type": "conversation_started",
+        "conversation_id": conversation_id,
+        "resumed": True,
+    }
+    shown = [first["segments"][0], second["segments"][0], third["segments"][0]]
+    assert [s["text"] for s in shown] == ["One.", "Two.", "Three."]
+    assert shown[0]["end"] <= shown[1]["start"] and shown[1]["end"] <= shown[2]["start"]
+    assert _stored_segments(firestore, user.uid, conversation_id) == shown
+
+
+def test_someone_elses_conversation_id_starts_a_new_conversation(
+    stack, auth_emulator, firestore, deepgram
+):
+    owner, other = auth_emulator.sign_up(), auth_emulator.sign_up()
+    theirs = seed.conversation(firestore, owner.uid, status="in_progress")
+    deepgram.when_audio(16000, results([word("Mine.", 0.0, 0.5, 0)]))
+    with connect(_url(stack, other, conversation_id=theirs)) as socket:
+        assert json.loads(socket.recv(timeout=15))["type"] == "service_status"
+        _stream(socket, tone(0.6, 16000), 16000)
+        started = json.loads(socket.recv(timeout=15))
+    assert started["conversation_id"] != theirs
+    home = firestore.collection("users").document(owner.uid).collection("conversations")
+    assert len(home.document(theirs).get().get("transcript_segments")) == 1

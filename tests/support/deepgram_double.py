@@ -118,6 +118,7 @@ class _Step:
     close_code: int | None = None
     close: bool = False
     close_reason: str = ""
+    connection: int | None = None  # only on the n-th accepted stream (1-based); None: on each
 
 
 class DeepgramDouble:
@@ -137,6 +138,7 @@ class DeepgramDouble:
         self._stopping: asyncio.Event | None = None
         self._ready = threading.Event()
         self._records: dict[int, Connection] = {}
+        self._served = 0
 
     # Scripting
 
@@ -147,20 +149,32 @@ class DeepgramDouble:
         self._stall = False
         self.delay = 0.0
         self.connections.clear()
+        self._served = 0
 
-    def when_audio(self, after_bytes: int, *messages: dict) -> None:
-        """Send `messages` once `after_bytes` bytes of audio have arrived on a connection."""
-        self._steps.append(_Step(after_bytes, None, messages))
+    def when_audio(self, after_bytes: int, *messages: dict, connection: int | None = None) -> None:
+        """Send `messages` once `after_bytes` bytes of audio have arrived on a connection
+        (on every connection, or only on the `connection`-th accepted one, counting from 1)."""
+        self._steps.append(_Step(after_bytes, None, messages, connection=connection))
 
     def when_control(self, control: str, *messages: dict) -> None:
         """Send `messages` when the control message `control` (e.g. "Finalize") arrives."""
         self._steps.append(_Step(None, control, messages))
 
-    def close_when_audio(self, after_bytes: int, code: int | None = 1011, reason: str = "") -> None:
+    def close_when_audio(
+        self,
+        after_bytes: int,
+        code: int | None = 1011,
+        reason: str = "",
+        connection: int | None = None,
+    ) -> None:
         """Close the connection once `after_bytes` bytes have arrived: with a close frame of
-        `code`, or with `code=None` by dropping the TCP connection."""
+        `code`, or with `code=None` by dropping the TCP connection (`connection` as above)."""
         reason = reason or ("NET-0001" if code == 1011 else "")
-        self._steps.append(_Step(after_bytes, None, (), code, close=True, close_reason=reason))
+        self._steps.append(
+            _Step(
+                after_bytes, None, (), code, close=True, close_reason=reason, connection=connection
+            )
+        )
 
     def refuse_handshake(self, status: int) -> None:
         """Answer every upgrade with HTTP `status` instead of 101."""
@@ -264,7 +278,9 @@ class DeepgramDouble:
         record = self._records.pop(id(connection))
         outbox: asyncio.Queue[_Step] = asyncio.Queue()
         sender = asyncio.create_task(self._send(connection, record, outbox))
-        pending = list(self._steps)
+        self._served += 1
+        number = self._served
+        pending = [step for step in self._steps if step.connection in (None, number)]
         try:
             async for frame in connection:
                 if isinstance(frame, bytes):
