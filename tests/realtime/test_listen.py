@@ -292,3 +292,13 @@ def test_someone_elses_conversation_id_starts_a_new_conversation(
     assert started["conversation_id"] != theirs
     home = firestore.collection("users").document(owner.uid).collection("conversations")
     assert len(home.document(theirs).get().get("transcript_segments")) == 1
+
+
+def test_open_listen_sockets_are_counted_by_test(stack, user, deepgram, api):
+    with connect(_url(stack, user)) as socket:
+        socket.recv(timeout=15)  # ready
+        assert api.get("/test").json()["connections"] == 1
+    deadline = time.monotonic() + 10
+    while api.get("/test").json()["connections"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert api.get("/test").json()["connections"] == 0
