@@ -302,3 +302,44 @@ def test_open_listen_sockets_are_counted_by_test(stack, user, deepgram, api):
     while api.get("/test").json()["connections"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert api.get("/test").json()["connections"] == 0
+
+
+def test_a_slow_upstream_delays_transcripts_but_loses_none(stack, user, firestore, deepgram):
+    deepgram.delay = 0.5
+    deepgram.when_audio(8000, results([word("Slowly.", 0.0, 0.2, 0)]))
+    deepgram.when_audio(16000, results([word("Surely.", 0.3, 0.5, 0)]))
+    with connect(_url(stack, user)) as socket:
+        socket.recv(timeout=15)  # ready
+        _stream(socket, tone(0.6, 16000), 16000)
+        events = [json.loads(socket.recv(timeout=15)) for _ in range(3)]
+    shown = [s for e in events if e["type"] == "transcript" for s in e["segments"]]
+    assert [s["text"] for s in shown] == ["Slowly.", "Surely."]
+    assert _stored_segments(firestore, user.uid, events[0]["conversation_id"]) == shown
+
+
+def test_garbage_opus_packets_are_skipped_and_the_stream_goes_on(stack, user, deepgram):
+    import opuslib_next
+
+    encoder = opuslib_next.Encoder(16000, 1, opuslib_next.APPLICATION_VOIP)
+    pcm = tone(0.6, 16000)
+    deepgram.when_audio(16000, results([word("Still.", 0.0, 0.4, 0)]))
+    with connect(_url(stack, user, codec="opus")) as socket:
+        socket.recv(timeout=15)  # ready
+        # Packets that break RFC 6716's rules (most random bytes decode as *some* packet).
+        for garbage in (b"\xff" * 10, bytes([0x4B, 0x00]) + b"\x17" * 40):
+            socket.send(garbage)
+        for start in range(0, len(pcm), 640):
+            socket.send(encoder.encode(pcm[start : start + 640], 320))
+        events = [json.loads(socket.recv(timeout=15)) for _ in range(2)]
+    assert events[1]["segments"][0]["text"] == "Still."
+    assert deepgram.last.audio_bytes == len(pcm)
+
+
+def test_audio_without_speech_keeps_no_conversation(stack, user, firestore, deepgram):
+    with connect(_url(stack, user)) as socket:
+        socket.recv(timeout=15)  # ready
+        _stream(socket, tone(0.6, 16000), 16000)
+        deepgram.wait_until(lambda: deepgram.last.audio_bytes >= 19000)
+    deepgram.wait_until(lambda: deepgram.last.closed)
+    home = firestore.collection("users").document(user.uid).collection("conversations")
+    assert list(home.list_documents()) == []
