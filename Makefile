@@ -27,6 +27,7 @@ lint: install
 bench: install
 	$(PY) -m bench.cold_start
 	$(PY) -m bench.request_latency
+	$(PY) -m bench.listen
 
 install: $(STAMP) $(NODE_STAMP)
 
