@@ -13,9 +13,10 @@ One session per socket:
   carrying on from its last segment;
 - `conversation_timeout` seconds without speech finish it (`processing`, published once even if
   `POST /v1/conversations` races: both go through one guarded transaction);
-- if the provider fails, the phone is told (`stt_failed`, retryable), the audio that arrives
-  meanwhile is kept (up to `BACKLOG_SECONDS`) and sent once the provider is back; if it does not
-  come back, the conversation so far is finished normally and the socket closed with 1011.
+- if the provider fails, the phone is told (`stt_failed`, retryable); the audio the dead stream
+  heard after its last final result, and the audio that arrives meanwhile, are kept (up to
+  `BACKLOG_SECONDS`) and sent once the provider is back; if it does not come back, the
+  conversation so far is finished normally and the socket closed with 1011.
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class Session:
         # within the conversation.
         self.shift = 0.0
         self.sent_seconds = 0.0  # audio sent on the current provider stream
+        # Audio sent on the current stream that no final result covers yet (with its start in
+        # the stream's time): if the stream dies, it is sent again to the next one.
+        self.unconfirmed: deque[tuple[float, bytes]] = deque()
+        self.confirmed = 0.0  # the stream's time up to which final results have come
         self.last_speech = time.monotonic()
         self.last_audio = time.monotonic()
         self.stream: LiveStream | None = None
@@ -196,8 +201,7 @@ class Session:
                     return
             except SpeechToTextUnavailable as error:
                 self.stream = None
-                self.shift += self.sent_seconds  # the next stream's clock starts at 0 again
-                self.sent_seconds = 0.0
+                self._requeue_unconfirmed()
                 failures += 1
                 log.warning(
                     "speech-to-text unavailable: %s", error.reason, extra={"attempt": failures}
@@ -220,25 +224,58 @@ class Session:
         while self.backlog:
             pcm = self.backlog.popleft()
             self.backlog_seconds -= self.decoder.seconds(pcm)
-            await stream.send(pcm)
-            self.sent_seconds += self.decoder.seconds(pcm)
+            await self._send_audio(stream, pcm)
         self.stream = stream
+
+    async def _send_audio(self, stream: LiveStream, pcm: bytes) -> None:
+        await stream.send(pcm)
+        self.unconfirmed.append((self.sent_seconds, pcm))
+        self.sent_seconds += self.decoder.seconds(pcm)
+
+    def _confirm(self, until: float) -> None:
+        """Final results now cover the stream up to `until`: forget the audio before it."""
+        self.confirmed = max(self.confirmed, until)
+        while self.unconfirmed:
+            start, pcm = self.unconfirmed[0]
+            if start + self.decoder.seconds(pcm) > self.confirmed:
+                break
+            self.unconfirmed.popleft()
+
+    def _requeue_unconfirmed(self) -> None:
+        """The stream died: what it heard after its last final result goes to the next one,
+        ahead of the audio kept meanwhile, and the next stream's clock continues from there."""
+        replay = []
+        for start, pcm in self.unconfirmed:
+            skip = max(0.0, self.confirmed - start)
+            cut = min(len(pcm), round(skip * self.decoder.sample_rate) * 2)
+            if pcm[cut:]:
+                replay.append(pcm[cut:])
+        for pcm in reversed(replay):
+            self.backlog.appendleft(pcm)
+            self.backlog_seconds += self.decoder.seconds(pcm)
+        self._trim_backlog()
+        self.shift += self.confirmed
+        self.sent_seconds = 0.0
+        self.confirmed = 0.0
+        self.unconfirmed.clear()
+
+    def _trim_backlog(self) -> None:
+        while self.backlog_seconds > BACKLOG_SECONDS and self.backlog:
+            dropped = self.backlog.popleft()
+            self.backlog_seconds -= self.decoder.seconds(dropped)
+            log.warning("dropped audio kept too long while speech-to-text was away")
 
     async def _audio(self, pcm: bytes) -> None:
         stream = self.stream
         if stream is not None:
             try:
-                await stream.send(pcm)
-                self.sent_seconds += self.decoder.seconds(pcm)
+                await self._send_audio(stream, pcm)
                 return
             except SpeechToTextUnavailable:
                 self.stream = None  # the transcribing task reports the failure
         self.backlog.append(pcm)
         self.backlog_seconds += self.decoder.seconds(pcm)
-        while self.backlog_seconds > BACKLOG_SECONDS and self.backlog:
-            dropped = self.backlog.popleft()
-            self.backlog_seconds -= self.decoder.seconds(dropped)
-            log.warning("dropped audio kept too long while speech-to-text was away")
+        self._trim_backlog()
 
     async def _receive(self) -> None:
         """Audio from the phone to the provider, until the phone hangs up."""
@@ -265,6 +302,7 @@ class Session:
             if not transcript.is_final or not transcript.words:
                 continue
             segments = words_to_segments(transcript.words, offset=self.shift)
+            self._confirm(max(word.end for word in transcript.words))
             conversation_id, created = await run_in_threadpool(
                 conversations.append_segments,
                 self.uid,
