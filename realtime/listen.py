@@ -15,8 +15,9 @@ One session per socket:
   `POST /v1/conversations` races: both go through one guarded transaction);
 - if the provider fails, the phone is told (`stt_failed`, retryable); the audio the dead stream
   heard after its last final result, and the audio that arrives meanwhile, are kept (up to
-  `BACKLOG_SECONDS`) and sent once the provider is back; if it does not come back, the
-  conversation so far is finished normally and the socket closed with 1011.
+  `BACKLOG_SECONDS`) and sent once the provider is back (even if the phone has hung up
+  meanwhile: its results are stored); if it does not come back, the conversation so far is
+  finished normally and the socket closed with 1011.
 """
 
 from __future__ import annotations
@@ -119,7 +120,11 @@ class Session:
         self.backlog_seconds = 0.0
 
     async def send(self, event: dict[str, Any]) -> None:
-        if self.websocket.application_state is WebSocketState.CONNECTED:
+        """Tell the phone, if it is still there (the session may outlive it to store what the
+        provider still has to say)."""
+        if self.websocket.application_state is not WebSocketState.CONNECTED:
+            return
+        with suppress(WebSocketDisconnect, RuntimeError, OSError):
             await self.websocket.send_json(event)
 
     async def close(self, code: int, reason: str) -> None:
@@ -209,7 +214,7 @@ class Session:
                 await self.send(
                     {"type": "service_status", "status": "stt_failed", "retryable": error.retryable}
                 )
-                if not error.retryable or failures > len(RECONNECT_DELAYS) or receiving.done():
+                if not error.retryable or failures > len(RECONNECT_DELAYS):
                     await self._finish("stt_failed")
                     await self.close(INTERNAL_ERROR, f"speech-to-text unavailable: {error.reason}")
                     return

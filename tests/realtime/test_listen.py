@@ -346,3 +346,26 @@ def test_audio_without_speech_keeps_no_conversation(stack, user, firestore, deep
     deepgram.wait_until(lambda: deepgram.last.closed)
     home = firestore.collection("users").document(user.uid).collection("conversations")
     assert list(home.list_documents()) == []
+
+
+def test_audio_kept_during_an_outage_is_transcribed_even_after_the_phone_hangs_up(
+    stack, user, firestore, deepgram
+):
+    second = 32000
+    deepgram.when_audio(second // 2, results([word("Before.", 0.0, 0.4, 0)]), connection=1)
+    deepgram.close_when_audio(second, code=1011, connection=1)
+    deepgram.when_audio(second // 2, results([word("Kept.", 0.1, 0.4, 0)]), connection=2)
+    with connect(_url(stack, user)) as socket:
+        socket.recv(timeout=15)  # ready
+        _stream(socket, tone(1.0, 16000), 16000)
+        started = json.loads(socket.recv(timeout=15))
+        socket.recv(timeout=15)  # the transcript of "Before."
+        assert json.loads(socket.recv(timeout=15))["status"] == "stt_failed"
+    conversation_id = started["conversation_id"]
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        texts = [s["text"] for s in _stored_segments(firestore, user.uid, conversation_id)]
+        if len(texts) == 2:
+            break
+        time.sleep(0.2)
+    assert texts == ["Before.", "Kept."]
