@@ -18,13 +18,9 @@ if a function fails to start or answers with an error, which is reported with it
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,8 +29,9 @@ from typing import Any
 
 import httpx
 
+from bench.harness import BenchError, on_stack, write_results
 from infra.auth_emulator import AuthEmulator
-from infra.local import LocalStack, Ports, Service, free_port
+from infra.local import LocalStack, Service, free_port
 from shared import deployables
 from shared.auth import Access
 from shared.deployables import ROOT
@@ -42,15 +39,10 @@ from shared.http import Route, Router
 
 FLOOR = "floor"
 FLOOR_SOURCE = "bench/floor.py"
-RESULTS_FILE = ROOT / "bench" / "results" / "cold_start.json"
 SUCCESS = (200, 201, 204)
 START_TIMEOUT = 30.0  # seconds from Popen to the first success response
 CONNECT_TIMEOUT = 0.25
 POLL_INTERVAL = 0.005
-
-
-class BenchError(RuntimeError):
-    """A function did not start or did not answer with a success; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -270,10 +262,6 @@ def main() -> int:
     if args.rounds < 1 or args.warmup < 0:
         parser.error("--rounds must be >= 1 and --warmup >= 0")
 
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
     began = time.monotonic()
     started_at = datetime.now(UTC)
     plan = targets()
@@ -283,20 +271,7 @@ def main() -> int:
         file=sys.stderr,
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="mnemo-bench-") as scratch:
-        workdir = Path(scratch)
-        stack = LocalStack(Ports.free(), workdir / "stack")
-        try:
-            stack.start()
-            results = run(stack, plan, args.rounds, args.warmup, workdir)
-        except BenchError as error:
-            print(f"bench failed: {error}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        finally:
-            stack.stop()
+    results = on_stack(lambda stack, workdir: run(stack, plan, args.rounds, args.warmup, workdir))
     wall = time.monotonic() - began
 
     table, records = report(results, args.target)
@@ -312,25 +287,16 @@ def main() -> int:
         summary += "; FAIL: " + ", ".join(f"{r['function']} {r['ratio']:.2f}x" for r in failed)
     print(summary, flush=True)
 
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(
-        json.dumps(
-            {
-                "started_at": started_at.isoformat(timespec="seconds"),
-                "rounds": args.rounds,
-                "warmup": args.warmup,
-                "target_ratio": args.target,
-                "wall_s": round(wall, 1),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "load_average": list(os.getloadavg()),
-                "floor_median_ms": round(results[0].median, 1),
-                "functions": records,
-                "summary": summary,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        "cold_start",
+        started_at,
+        wall,
+        summary,
+        rounds=args.rounds,
+        warmup=args.warmup,
+        target_ratio=args.target,
+        floor_median_ms=round(results[0].median, 1),
+        functions=records,
     )
     return 0
 

@@ -39,12 +39,9 @@ import asyncio
 import json
 import math
 import os
-import platform
-import signal
 import statistics
 import struct
 import sys
-import tempfile
 import time
 import uuid
 from collections import Counter
@@ -58,13 +55,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from bench.cold_start import BenchError
+from bench.harness import BenchError, on_stack, write_results
 from infra.auth_emulator import AuthEmulator, User
-from infra.local import LocalStack, Ports, Service, free_port
-from shared.deployables import ROOT
+from infra.local import LocalStack, Service, free_port, uvicorn_service
 from tests.support.deepgram_double import Connection, DeepgramDouble, results, word
 
-RESULTS_FILE = ROOT / "bench" / "results" / "listen.json"
 SAMPLE_RATE = 16000
 BYTES_PER_SECOND = SAMPLE_RATE * 2
 FRAME_SECONDS = 0.03
@@ -638,25 +633,11 @@ def firestore_floor(stack: LocalStack, samples: int = 30, warmup: int = 5) -> li
 
 
 def start_realtime(stack: LocalStack, double: StampingDouble, log_dir: Path) -> Service:
-    port = free_port()
-    service = Service(
+    service = uvicorn_service(
         "realtime",
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "realtime.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-        ],
-        port,
-        ready_path="/health",
-        cwd=ROOT,
-        env={
-            **os.environ,
+        "realtime.app:app",
+        free_port(),
+        {
             **stack.client_env(),
             "DEEPGRAM_API_KEY": double.api_key,
             "DEEPGRAM_BASE_URL": double.url,
@@ -752,10 +733,6 @@ def main() -> int:
     if args.seconds < 2 or args.warmup_seconds not in (0, *range(2, 3600)):
         parser.error("--seconds must be >= 2 and --warmup-seconds 0 or >= 2")
 
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
     began = time.monotonic()
     started_at = datetime.now(UTC)
     print(
@@ -765,20 +742,7 @@ def main() -> int:
         file=sys.stderr,
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="mnemo-bench-") as scratch:
-        workdir = Path(scratch)
-        stack = LocalStack(Ports.free(), workdir / "stack")
-        try:
-            stack.start()
-            rounds, floor = run(args, stack, workdir)
-        except BenchError as error:
-            print(f"bench failed: {error}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        finally:
-            stack.stop()
+    rounds, floor = on_stack(lambda stack, workdir: run(args, stack, workdir))
     wall = time.monotonic() - began
 
     print(table(rounds, args.p99_ms))
@@ -797,36 +761,27 @@ def main() -> int:
     )
     print(summary, flush=True)
 
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(
-        json.dumps(
-            {
-                "started_at": started_at.isoformat(timespec="seconds"),
-                "streams_tried": [r.streams for r in rounds],
-                "streams_requested": args.streams,
-                "audio_seconds": args.seconds,
-                "frame_bytes": FRAME_BYTES,
-                "frame_ms": FRAME_SECONDS * 1000,
-                "compression": args.compression,
-                "p99_bound_ms": args.p99_ms,
-                "target_streams": args.target,
-                "largest_passing_streams": best,
-                "firestore_floor_ms": {
-                    "append_segments_p50": round(statistics.median(floor), 2),
-                    "append_segments_max": round(max(floor), 2),
-                    "samples": len(floor),
-                },
-                "pass": passed,
-                "wall_s": round(wall, 1),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "load_average": list(os.getloadavg()),
-                "rounds": [record(r, args.p99_ms) for r in rounds],
-                "summary": summary,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        "listen",
+        started_at,
+        wall,
+        summary,
+        streams_tried=[r.streams for r in rounds],
+        streams_requested=args.streams,
+        audio_seconds=args.seconds,
+        frame_bytes=FRAME_BYTES,
+        frame_ms=FRAME_SECONDS * 1000,
+        compression=args.compression,
+        p99_bound_ms=args.p99_ms,
+        target_streams=args.target,
+        largest_passing_streams=best,
+        firestore_floor_ms={
+            "append_segments_p50": round(statistics.median(floor), 2),
+            "append_segments_max": round(max(floor), 2),
+            "samples": len(floor),
+        },
+        **{"pass": passed},
+        rounds=[record(r, args.p99_ms) for r in rounds],
     )
     return 0
 

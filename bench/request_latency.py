@@ -19,13 +19,9 @@ if a server fails to start or answers with an error, which is reported with its 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,14 +34,13 @@ from bench.cold_start import (
     CONNECT_TIMEOUT,
     POLL_INTERVAL,
     START_TIMEOUT,
-    BenchError,
     functions_framework_bin,
 )
+from bench.harness import BenchError, on_stack, write_results
 from infra.auth_emulator import AuthEmulator
-from infra.local import LocalStack, Ports, Service, free_port
+from infra.local import LocalStack, Service, free_port
 from shared.deployables import ROOT
 
-RESULTS_FILE = ROOT / "bench" / "results" / "request_latency.json"
 REQUEST_TIMEOUT = 10.0  # seconds, every request
 WARMUP = 50  # unrecorded requests to each server before the first round
 BLOCK = 200  # requests to one server in a row, per round
@@ -288,10 +283,6 @@ def main() -> int:
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
 
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
     began = time.monotonic()
     started_at = datetime.now(UTC)
     print(
@@ -300,20 +291,7 @@ def main() -> int:
         file=sys.stderr,
         flush=True,
     )
-    with tempfile.TemporaryDirectory(prefix="mnemo-bench-") as scratch:
-        workdir = Path(scratch)
-        stack = LocalStack(Ports.free(), workdir / "stack")
-        try:
-            stack.start()
-            floor, memories = run(stack, args.rounds, workdir)
-        except BenchError as error:
-            print(f"bench failed: {error}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            return 130
-        finally:
-            stack.stop()
+    floor, memories = on_stack(lambda stack, workdir: run(stack, args.rounds, workdir))
     wall = time.monotonic() - began
 
     ratios = [m / f for m, f in zip(memories.round_p50_ms, floor.round_p50_ms, strict=True)]
@@ -327,29 +305,20 @@ def main() -> int:
     )
     print(summary, flush=True)
 
-    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_FILE.write_text(
-        json.dumps(
-            {
-                "started_at": started_at.isoformat(timespec="seconds"),
-                "rounds": args.rounds,
-                "block": BLOCK,
-                "warmup": WARMUP,
-                "seeded_memories": SEEDED,
-                "target_ratio": args.target,
-                "p50_ratio": round(ratio, 3),
-                "round_p50_ratios": [round(r, 3) for r in ratios],
-                "pass": passed,
-                "wall_s": round(wall, 1),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "load_average": list(os.getloadavg()),
-                "servers": [record(floor), record(memories)],
-                "summary": summary,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_results(
+        "request_latency",
+        started_at,
+        wall,
+        summary,
+        rounds=args.rounds,
+        block=BLOCK,
+        warmup=WARMUP,
+        seeded_memories=SEEDED,
+        target_ratio=args.target,
+        p50_ratio=round(ratio, 3),
+        round_p50_ratios=[round(r, 3) for r in ratios],
+        **{"pass": passed},
+        servers=[record(floor), record(memories)],
     )
     return 0
 

@@ -155,6 +155,33 @@ class Service:
             time.sleep(0.1)
 
 
+def uvicorn_service(
+    name: str, app: str, port: int, env: dict[str, str], graceful_seconds: int = 10
+) -> Service:
+    """The ASGI `app` served by uvicorn on 127.0.0.1:`port` (as the realtime image serves it),
+    with this process's environment plus `env`; ready when `/health` answers."""
+    return Service(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--timeout-graceful-shutdown",
+            str(graceful_seconds),
+        ],
+        port,
+        ready_path="/health",
+        cwd=ROOT,
+        env={**os.environ, **env},
+    )
+
+
 class LocalStack:
     """Emulators + Pub/Sub set-up + the gateway, started and stopped as one."""
 
@@ -261,26 +288,11 @@ class LocalStack:
             for service in emulators:
                 service.wait_ready(deadline)
             create_pubsub(self.client_env(), self.ports.http)
-            gateway = Service(
+            gateway = uvicorn_service(
                 "gateway",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "infra.gateway:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.ports.http),
-                    "--no-access-log",
-                    "--timeout-graceful-shutdown",
-                    "10",
-                ],
+                "infra.gateway:app",
                 self.ports.http,
-                ready_path="/health",
-                cwd=ROOT,
-                env={
-                    **os.environ,
+                {
                     **self.client_env(),
                     "ENVIRONMENT": "development",
                     "PORT": str(self.ports.http),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,38 +14,23 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from infra.local import Service, free_port
-from shared.deployables import ROOT
+from infra.local import Service, free_port, uvicorn_service
 from tests.realtime.test_listen import _stored_segments, _stream, tone
 from tests.support.deepgram_double import results, word
 
 
 @contextmanager
 def realtime_process(stack, deepgram, tmp_path) -> Iterator[Service]:
-    port = free_port()
-    service = Service(
+    service = uvicorn_service(
         "realtime",
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "realtime.app:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--timeout-graceful-shutdown",
-            "8",
-        ],
-        port,
-        ready_path="/health",
-        cwd=ROOT,
-        env={
-            **os.environ,
+        "realtime.app:app",
+        free_port(),
+        {
             **stack.client_env(),
             "DEEPGRAM_API_KEY": deepgram.api_key,
             "DEEPGRAM_BASE_URL": deepgram.url,
         },
+        graceful_seconds=8,
     )
     service.start(tmp_path)
     try:
