@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from bench.harness import BenchError, on_stack, write_results
+from bench.harness import BenchError, format_table, on_stack, write_results
 from infra.auth_emulator import AuthEmulator
 from infra.local import LocalStack, Service, free_port
 from shared import deployables
@@ -209,7 +209,6 @@ def report(results: list[Result], target_ratio: float) -> tuple[str, list[dict[s
     floor = results[0].median
     rows = []
     header = ("function", "probe", "median ms", "min-max ms", "x floor", f"<= {target_ratio}x")
-    lines = []
     records = []
     for result in results:
         ratio = result.median / floor
@@ -239,16 +238,7 @@ def report(results: list[Result], target_ratio: float) -> tuple[str, list[dict[s
                 "pass": None if is_floor else passed,
             }
         )
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    right = {2, 3, 4}
-    for row in [header, *rows]:
-        cells = [
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ]
-        lines.append("  ".join(cells).rstrip())
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines), records
+    return format_table([header, *rows], left={0, 1, 5}), records
 
 
 def main() -> int:

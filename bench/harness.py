@@ -10,7 +10,7 @@ import platform
 import signal
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -66,3 +66,18 @@ def write_results(
         "summary": summary,
     }
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+
+
+def format_table(rows: Sequence[Sequence[str]], left: Collection[int]) -> str:
+    """`rows` (the first is the header) as aligned text: the `left` columns left-aligned, the
+    others right-aligned, with a rule under the header."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            cell.ljust(widths[i]) if i in left else cell.rjust(widths[i])
+            for i, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)

@@ -55,7 +55,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from bench.harness import BenchError, on_stack, write_results
+from bench.harness import BenchError, format_table, on_stack, write_results
 from infra.auth_emulator import AuthEmulator, User
 from infra.local import LocalStack, Service, free_port, uvicorn_service
 from tests.support.deepgram_double import Connection, DeepgramDouble, results, word
@@ -547,18 +547,7 @@ HEADER = (
 
 def table(rounds: list[Round], p99_ms: float) -> str:
     header = (*HEADER[:-1], f"p99<{p99_ms:g}ms")
-    rows = [header, *(row(r, p99_ms) for r in rounds)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    left = {len(header) - 1}
-    lines = [
-        "  ".join(
-            cell.ljust(widths[i]) if i in left else cell.rjust(widths[i])
-            for i, cell in enumerate(r)
-        ).rstrip()
-        for r in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table([header, *(row(r, p99_ms) for r in rounds)], left={len(header) - 1})
 
 
 def record(result: Round, p99_ms: float) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from bench.cold_start import (
     START_TIMEOUT,
     functions_framework_bin,
 )
-from bench.harness import BenchError, on_stack, write_results
+from bench.harness import BenchError, format_table, on_stack, write_results
 from infra.auth_emulator import AuthEmulator
 from infra.local import LocalStack, Service, free_port
 from shared.deployables import ROOT
@@ -244,17 +244,7 @@ def table(servers: tuple[Server, ...], ratios: list[float]) -> str:
                 "-" if is_floor else f"{statistics.median(ratios):.2f}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    right = {2, 3, 4, 5, 6}
-    lines = [
-        "  ".join(
-            cell.rjust(widths[i]) if i in right else cell.ljust(widths[i])
-            for i, cell in enumerate(row)
-        ).rstrip()
-        for row in rows
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(rows, left={0, 1})
 
 
 def record(server: Server) -> dict[str, Any]:
