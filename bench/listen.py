@@ -594,15 +594,15 @@ def progress(result: Round) -> str:
 
 
 def firestore_floor(stack: LocalStack, samples: int = 30, warmup: int = 5) -> list[float]:
-    """Milliseconds of `conversations.append_segments` (the transaction `realtime/listen.py`
-    runs before every `transcript` event), called sequentially from this process against the
+    """Milliseconds of `conversations.append_segments` (the guarded write `realtime/listen.py`
+    makes before every `transcript` event), called sequentially from this process against the
     same emulator: the part of the latency that no amount of server capacity removes here."""
     os.environ.update({**stack.client_env(), "ENVIRONMENT": "development"})
     from shared import conversations
     from shared.conversations import Segment
 
     uid = f"bench-floor-{uuid.uuid4().hex[:8]}"
-    conversation_id: str | None = None
+    appended = conversations.Appended("", created=False, version=None)
     times = []
     for index in range(warmup + samples):
         segment = Segment(
@@ -615,7 +615,13 @@ def firestore_floor(stack: LocalStack, samples: int = 30, warmup: int = 5) -> li
             end=index + 0.5,
         )
         began = time.perf_counter()
-        conversation_id, _ = conversations.append_segments(uid, conversation_id, [segment], "en")
+        appended = conversations.append_segments(
+            uid,
+            [segment],
+            "en",
+            appended.conversation_id or None,
+            appended.version,
+        )
         if index >= warmup:
             times.append((time.perf_counter() - began) * 1000)
     return times

@@ -105,6 +105,8 @@ class Session:
         self.params = params
         self.decoder = Decoder(params.audio)
         self.conversation_id: str | None = None
+        # The conversation's update time after our last append (see `append_segments`).
+        self.version: datetime | None = None
         # Added to the provider's times (which restart at 0 with every stream) to get times
         # within the conversation.
         self.shift = 0.0
@@ -308,16 +310,18 @@ class Session:
                 continue
             segments = words_to_segments(transcript.words, offset=self.shift)
             self._confirm(max(word.end for word in transcript.words))
-            conversation_id, created = await run_in_threadpool(
+            appended = await run_in_threadpool(
                 conversations.append_segments,
                 self.uid,
-                self.conversation_id,
                 segments,
                 self.params.language,
+                self.conversation_id,
+                self.version,
             )
-            self.conversation_id = conversation_id
+            conversation_id = appended.conversation_id
+            self.conversation_id, self.version = conversation_id, appended.version
             self.last_speech = time.monotonic()
-            if created:
+            if appended.created:
                 started = {"type": "conversation_started", "conversation_id": conversation_id}
                 await self.send(started)
             await self.send(
@@ -349,7 +353,7 @@ class Session:
         conversation_id = self.conversation_id
         if conversation_id is None:
             return
-        self.conversation_id = None
+        self.conversation_id, self.version = None, None
         self.shift = -self.sent_seconds  # the next conversation's times start near 0
         try:
             await run_in_threadpool(conversations.finish, self.uid, conversation_id, reason)

@@ -8,6 +8,7 @@ status it moves from, and only the request that made the move publishes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
@@ -169,49 +170,79 @@ def finish(uid: str, conversation_id: str, reason: str) -> Conversation:
     return _move_to_processing(uid, conversation_id, {ConversationStatus.in_progress}, reason)
 
 
+@dataclass(frozen=True)
+class Appended:
+    """Where `append_segments` stored segments. `version` is the document's update time after
+    the write: passing it back makes the next append a single guarded write."""
+
+    conversation_id: str
+    created: bool
+    version: datetime | None
+
+
+# Attempts of the append before giving up (each loses only to a write made meanwhile).
+APPEND_ATTEMPTS = 5
+
+
 def append_segments(
-    uid: str, conversation_id: str | None, segments: list[Segment], language: str
-) -> tuple[str, bool]:
-    """Store `segments` at the end of the conversation `conversation_id` if it is still in
-    progress, else in a new conversation in progress. Returns its id and whether it is new.
-    One transaction, so segments never land in a conversation that was finished meanwhile."""
+    uid: str,
+    segments: list[Segment],
+    language: str,
+    into: str | None = None,
+    version: datetime | None = None,
+) -> Appended:
+    """Store `segments` at the end of the conversation `into` if it is still in progress, else
+    in a new conversation in progress.
+
+    Optimistic and without a transaction, so the hot path is one write: the append carries
+    the precondition "unchanged since `version`" (the update time of our last write). Any other
+    write since (a finish, another socket on the same conversation) fails it; the status is then
+    read again and the append retried, still guarded, so segments never land in a conversation
+    that was finished meanwhile."""
+    from google.api_core.exceptions import AlreadyExists, FailedPrecondition
     from google.cloud import firestore
 
     rows = [segment.model_dump() for segment in segments]
     client = store.db()
-
-    @firestore.transactional
-    def write(transaction: firestore.Transaction) -> tuple[str, bool]:
+    for _ in range(APPEND_ATTEMPTS):
         now = datetime.now(UTC)
-        if conversation_id is not None:
-            reference = store.document(uid, COLLECTION, conversation_id)
-            current = reference.get(transaction=transaction, field_paths=["status"]).to_dict()
-            if current is not None and current.get("status") == ConversationStatus.in_progress:
-                transaction.update(
-                    reference,
-                    {"transcript_segments": firestore.ArrayUnion(rows), "updated_at": now},
+        if into is None:
+            reference = store.collection(uid, COLLECTION).document()
+            try:
+                written = reference.create(
+                    {
+                        "status": ConversationStatus.in_progress.value,
+                        "source": "phone",
+                        "language": language,
+                        "created_at": now,
+                        "started_at": now,
+                        "updated_at": now,
+                        "finished_at": None,
+                        "discarded": False,
+                        "transcript_segments": rows,
+                        "failure_reason": None,
+                    }
                 )
-                return conversation_id, False
-        reference = store.collection(uid, COLLECTION).document()
-        transaction.create(
-            reference,
-            {
-                "status": ConversationStatus.in_progress.value,
-                "source": "phone",
-                "language": language,
-                "created_at": now,
-                "started_at": now,
-                "updated_at": now,
-                "finished_at": None,
-                "discarded": False,
-                "transcript_segments": rows,
-                "failure_reason": None,
-            },
-        )
-        return reference.id, True
-
-    written: tuple[str, bool] = write(client.transaction())
-    return written
+            except AlreadyExists:
+                continue  # a random id taken: draw another
+            return Appended(reference.id, True, written.update_time)
+        reference = store.document(uid, COLLECTION, into)
+        if version is None:
+            snapshot = reference.get(field_paths=["status"])
+            if (snapshot.to_dict() or {}).get("status") != ConversationStatus.in_progress:
+                into = None  # gone or finished: the segments start a new conversation
+                continue
+            version = snapshot.update_time
+        try:
+            written = reference.update(
+                {"transcript_segments": firestore.ArrayUnion(rows), "updated_at": now},
+                option=client.write_option(last_update_time=version),
+            )
+        except FailedPrecondition:
+            version = None  # written meanwhile: look at its status again
+            continue
+        return Appended(into, False, written.update_time)
+    raise Conflict("the conversation kept changing while segments were appended")
 
 
 def reprocess(uid: str, conversation_id: str) -> Conversation:
