@@ -44,6 +44,8 @@ class Settings:
     embedding_model: str = "text-embedding-3-small"
     deepgram_api_key: str | None = None
     deepgram_base_url: str | None = None
+    # How long opening a speech-to-text stream may take before it counts as a failed attempt.
+    stt_connect_timeout_seconds: float = 10.0
     plaid_client_id: str | None = None
     plaid_secret: str | None = None
     plaid_env: Literal["sandbox", "production"] = "sandbox"
@@ -75,6 +77,8 @@ class Settings:
             raise SettingsError(f"invalid configuration: PORT {self.port} is not a port")
         if self.auth_state_ttl_seconds < 0:
             raise SettingsError("invalid configuration: AUTH_STATE_TTL_SECONDS is negative")
+        if self.stt_connect_timeout_seconds <= 0:
+            raise SettingsError("invalid configuration: STT_CONNECT_TIMEOUT_SECONDS must be > 0")
         if not self.production:
             return
         emulators = [

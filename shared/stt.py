@@ -343,9 +343,18 @@ def speech_to_text() -> SpeechToText:
     """The process's speech-to-text provider, chosen by settings (Deepgram is the only one)."""
     global _provider
     settings = get_settings()
-    key, url = settings.deepgram_api_key, settings.deepgram_base_url
-    if _provider is None or (_provider.api_key, _provider.base_url) != (key, url):
-        _provider = DeepgramSpeechToText(key, url)
+    wanted = (
+        settings.deepgram_api_key,
+        settings.deepgram_base_url,
+        settings.stt_connect_timeout_seconds,
+    )
+    if _provider is None or wanted != (
+        _provider.api_key,
+        _provider.base_url,
+        _provider.connect_timeout,
+    ):
+        key, url, timeout = wanted
+        _provider = DeepgramSpeechToText(key, url, connect_timeout=timeout)
     return _provider
 
 

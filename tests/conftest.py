@@ -44,6 +44,8 @@ def stack(
         gateway_env={
             "DEEPGRAM_API_KEY": deepgram_double.api_key,
             "DEEPGRAM_BASE_URL": deepgram_double.url,
+            # A stalled provider handshake counts as a failed attempt after this long.
+            "STT_CONNECT_TIMEOUT_SECONDS": "1",
         },
     )
     local.start()

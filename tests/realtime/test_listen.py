@@ -369,3 +369,24 @@ def test_audio_kept_during_an_outage_is_transcribed_even_after_the_phone_hangs_u
             break
         time.sleep(0.2)
     assert texts == ["Before.", "Kept."]
+
+
+def test_a_stalled_provider_handshake_is_reported_and_the_audio_kept_for_the_next_attempt(
+    stack, user, firestore, deepgram
+):
+    """The stack's `STT_CONNECT_TIMEOUT_SECONDS` is 1: the stalled attempt fails after 1 s."""
+    deepgram.stall_handshake(times=1)
+    deepgram.when_audio(16000, results([word("Patience.", 0.0, 0.4, 0)]))
+    with connect(_url(stack, user)) as socket:
+        _stream(socket, tone(0.6, 16000), 16000)  # arrives while the handshake hangs
+        began = time.monotonic()
+        events = [json.loads(socket.recv(timeout=15)) for _ in range(4)]
+        waited = time.monotonic() - began
+    kinds = [event.get("status") or event["type"] for event in events]
+    assert kinds == ["stt_failed", "ready", "conversation_started", "transcript"]
+    assert events[0]["retryable"] is True
+    assert waited < 10  # the stack's timeout, not the 10 s default
+    assert len(deepgram.connections) == 2  # the stalled attempt, then the one that served
+    shown = events[3]["segments"]
+    assert [segment["text"] for segment in shown] == ["Patience."]
+    assert _stored_segments(firestore, user.uid, events[2]["conversation_id"]) == shown

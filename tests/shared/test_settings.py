@@ -64,3 +64,15 @@ def test_production_refuses_emulators_and_development_secrets(change, complaint)
 def test_malformed_values_fail_fast_with_a_settings_error(environ):
     with pytest.raises(SettingsError, match="invalid configuration"):
         Settings.from_environ(environ)
+
+
+def test_every_setting_is_in_the_readme_configuration_table():
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme.split("| variable | meaning |", 1)[1].split("\n\n", 1)[0]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    missing = {f.name.upper() for f in dataclasses.fields(Settings)} - documented
+    assert not missing, f"settings missing from README's configuration table: {sorted(missing)}"

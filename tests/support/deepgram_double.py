@@ -14,7 +14,7 @@ Scripting (each step fires once per connection, in the order it was added):
         double.when_control("Finalize", results([...], from_finalize=True))
         double.close_when_audio(6400, code=1011)      # code=None: drop TCP without a close frame
         double.refuse_handshake(503)
-        double.stall_handshake()                      # accept TCP, never answer the upgrade
+        double.stall_handshake(times=1)               # accept TCP, never answer the upgrade
         double.delay = 0.2                            # every scripted message waits 0.2 s
 
 and what arrived is recorded in `double.connections` (query, headers, audio bytes, control
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import threading
 import time
 import uuid
@@ -131,7 +132,7 @@ class DeepgramDouble:
         self.connections: list[Connection] = []
         self._steps: list[_Step] = []
         self._refuse_status: int | None = None
-        self._stall = False
+        self._stalls_left = 0.0
         self._port = 0
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -146,7 +147,7 @@ class DeepgramDouble:
         """Forget every script and recorded connection (one double serves many tests)."""
         self._steps.clear()
         self._refuse_status = None
-        self._stall = False
+        self._stalls_left = 0.0
         self.delay = 0.0
         self.connections.clear()
         self._served = 0
@@ -180,9 +181,10 @@ class DeepgramDouble:
         """Answer every upgrade with HTTP `status` instead of 101."""
         self._refuse_status = status
 
-    def stall_handshake(self) -> None:
-        """Accept TCP connections but never answer the upgrade (until the double stops)."""
-        self._stall = True
+    def stall_handshake(self, times: float = math.inf) -> None:
+        """Accept TCP connections but never answer the upgrade (until the double stops), for
+        the next `times` connections (all of them by default)."""
+        self._stalls_left = times
 
     # Observation
 
@@ -249,7 +251,8 @@ class DeepgramDouble:
             path=url.path, query=dict(parse_qsl(url.query)), headers=dict(request.headers)
         )
         self.connections.append(record)
-        if self._stall:
+        if self._stalls_left > 0:
+            self._stalls_left -= 1
             assert self._stopping is not None
             await self._stopping.wait()
             record.status = 503
