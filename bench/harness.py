@@ -1,6 +1,7 @@
 """What every benchmark's `main` shares: a local stack in a scratch directory, stopped whatever
 happens (SIGTERM acts like Ctrl-C), failures turned into exit codes, and results written as JSON
-with the machine's context beside them."""
+with the machine's context beside them; and CPU time from /proc, for a benchmark that reports what
+its load cost a server process, an emulator (a process group) or the whole machine."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from glob import glob
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +21,7 @@ from infra.local import LocalStack, Ports
 from shared.deployables import ROOT
 
 RESULTS_DIR = ROOT / "bench" / "results"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 T = TypeVar("T")
 
@@ -51,6 +54,11 @@ def on_stack(work: Callable[[LocalStack, Path], T]) -> T:
             stack.stop()
 
 
+def note(text: str) -> None:
+    """A progress line on stderr, at once (stdout carries only the report)."""
+    print(text, file=sys.stderr, flush=True)
+
+
 def write_results(
     name: str, started_at: datetime, wall: float, summary: str, **fields: Any
 ) -> None:
@@ -81,3 +89,46 @@ def format_table(rows: Sequence[Sequence[str]], left: Collection[int]) -> str:
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def _stat_fields(path: str) -> list[str]:
+    """The fields after the command name of a /proc `stat` file; [] if the process is gone."""
+    try:
+        with open(path) as stat:
+            return stat.read().rpartition(")")[2].split()
+    except OSError:
+        return []
+
+
+def _cpu(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else 0.0  # utime + stime
+
+
+def cpu_seconds(stat_path: str) -> float:
+    """User + system CPU seconds so far of a process (`/proc/<pid>/stat`) or a thread
+    (`/proc/<pid>/task/<tid>/stat`); 0 if it is gone."""
+    return _cpu(_stat_fields(stat_path))
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds so far of every live process of process group `pgid` (an emulator and its
+    JVM, a server started in a session of its own)."""
+    processes = (_stat_fields(path) for path in glob("/proc/[0-9]*/stat"))
+    return sum(_cpu(fields) for fields in processes if fields and int(fields[2]) == pgid)
+
+
+def machine_busy_seconds() -> float:
+    """Busy CPU seconds of the whole machine so far, summed over all cores."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:9]]  # guest time is already in user
+    return (sum(values) - values[3] - values[4]) / CLK_TCK  # all but idle and iowait
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of process `pid` in MiB (`VmRSS`); 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            rss = [line.split()[1] for line in status if line.startswith("VmRSS:")]
+    except OSError:
+        return 0.0
+    return int(rss[0]) / 1024 if rss else 0.0
