@@ -2,6 +2,9 @@
 
 Subscribed to each `<topic>.dead-letter` topic (infra/resources.yaml). The record keeps the
 original data and attributes; a message's id makes the write idempotent under redelivery.
+A `conversation.finished` message that ran out of attempts also marks its conversation
+`failed`, with the last error post-processing recorded as the `failure_reason` the API shows
+(`POST /v1/conversations/{id}/reprocess` tries again).
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from datetime import UTC, datetime
 import functions_framework
 from cloudevents.http import CloudEvent
 
+from shared import conversations, store
+from shared.errors import ApiError
 from shared.firestore import db
 from shared.logging import get_logger
 
@@ -37,3 +42,18 @@ def dead_letters(event: CloudEvent) -> None:
         "message dead-lettered after its last delivery attempt",
         extra={"subscription": source, "message_id": event["id"]},
     )
+    if source.startswith(f"{conversations.FINISHED_TOPIC}.") and "conversation_id" in attributes:
+        _fail_conversation(attributes["uid"], attributes["conversation_id"], attributes)
+
+
+def _fail_conversation(uid: str, conversation_id: str, attributes: dict[str, str]) -> None:
+    try:
+        stored = store.document(uid, conversations.COLLECTION, conversation_id).get()
+    except ApiError:  # not an id of ours: the record above is all there is to keep
+        log.error("a dead-lettered message names no conversation", extra={"id": conversation_id})
+        return
+    last_error = (stored.to_dict() or {}).get("last_error") or "it was interrupted every time"
+    attempts = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "several")
+    reason = f"Post-processing failed after {attempts} attempts: {last_error}."
+    if conversations.fail(uid, conversation_id, reason):
+        log.error("conversation failed", extra={"conversation_id": conversation_id})

@@ -7,7 +7,7 @@ from werkzeug.wrappers import Request, Response
 
 from shared import memories as store
 from shared.http import Call, Router
-from shared.memories import Memory, MemoryCreate, MemoryQuery, MemoryUpdate
+from shared.memories import Memory, MemoryCreate, MemoryQuery, MemorySearch, MemoryUpdate
 
 router = Router("memories")
 
@@ -22,6 +22,13 @@ def list_memories(call: Call) -> list[Memory]:
 def create_memory(call: Call) -> Memory:
     """Remember something."""
     return store.create_memory(call.user.uid, call.body)
+
+
+@router.route("GET", "/v1/memories/search", query=MemorySearch, response=list[Memory])
+def search_memories(call: Call) -> list[Memory]:
+    """The caller's memories that best match `q`: embedding neighbours merged with keyword
+    hits (keywords alone while no language model is configured)."""
+    return store.search(call.user.uid, call.query)
 
 
 @router.route("GET", "/v1/memories/{memory_id}", response=Memory)

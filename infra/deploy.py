@@ -6,8 +6,9 @@ the tests and the image build). Every step is idempotent: a resource that exists
 
 Order: topics first (subscriptions and functions publish to them), then the functions, then the
 push subscriptions to the event-driven functions' URLs (with OIDC tokens and dead-letter
-policies), then the realtime service and its domain mapping, then Hosting with the Firestore
-rules and indexes (Hosting last, so no rewrite points at a function that does not exist yet).
+policies) and the Cloud Scheduler jobs that tick the scheduled topics, then the realtime service
+and its domain mapping, then Hosting with the Firestore rules and indexes (Hosting last, so no
+rewrite points at a function that does not exist yet).
 """
 
 from __future__ import annotations
@@ -201,6 +202,44 @@ def _realtime_steps(target: Target) -> list[Step]:
     ]
 
 
+def _schedule_steps() -> list[Step]:
+    # Cloud Scheduler publishes to the scheduled topics (the local stack's Ticker does locally).
+    region = deployables.resources()["region"]
+    steps = []
+    for topic in deployables.topics():
+        if topic.schedule is None:
+            continue
+        job = f"{topic.name.replace('.', '-')}"
+        options = (f"--location={region}", f"--schedule={topic.schedule}", "--message-body={}")
+        steps.append(
+            Step(
+                f"schedule {topic.schedule} -> {topic.name}",
+                (
+                    "gcloud",
+                    "scheduler",
+                    "jobs",
+                    "create",
+                    "pubsub",
+                    job,
+                    *options,
+                    f"--topic={topic.name}",
+                ),
+                unless=("gcloud", "scheduler", "jobs", "describe", job, f"--location={region}"),
+                otherwise=(
+                    "gcloud",
+                    "scheduler",
+                    "jobs",
+                    "update",
+                    "pubsub",
+                    job,
+                    *options,
+                    f"--topic={topic.name}",
+                ),
+            )
+        )
+    return steps
+
+
 def _ttl_steps() -> list[Step]:
     # Firestore deletes expired idempotency reservations itself (within a day of expiry).
     return [
@@ -244,6 +283,7 @@ def plan(target: Target) -> list[Step]:
         *_topic_steps(),
         *_function_steps(target),
         *_subscription_steps(target),
+        *_schedule_steps(),
         *_realtime_steps(target),
         *_ttl_steps(),
         *_hosting_steps(target),

@@ -54,7 +54,6 @@ RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0)
 BACKLOG_SECONDS = 60.0
 # Providers close a stream that hears nothing for ~10 s: keep it open during silence.
 KEEPALIVE_SECONDS = 5.0
-DEFAULT_TIMEOUT = 120
 MIN_TIMEOUT = 15
 MAX_TIMEOUT = 4 * 3600
 
@@ -78,7 +77,7 @@ class ListenParams:
         if not (2 <= len(language) <= 35 and language.replace("-", "").isalnum()):
             raise ValueError("language must be a language code such as en or pt-BR")
         floor = MIN_TIMEOUT if get_settings().production else 1
-        raw_timeout = query.get("conversation_timeout", str(DEFAULT_TIMEOUT))
+        raw_timeout = query.get("conversation_timeout", str(conversations.DEFAULT_TIMEOUT_SECONDS))
         if not raw_timeout.isdigit() or not floor <= int(raw_timeout) <= MAX_TIMEOUT:
             raise ValueError(f"conversation_timeout must be seconds from {floor} to {MAX_TIMEOUT}")
         return cls(audio, language, int(raw_timeout), query.get("conversation_id") or None)
@@ -317,6 +316,7 @@ class Session:
                 self.params.language,
                 self.conversation_id,
                 self.version,
+                self.params.conversation_timeout,
             )
             conversation_id = appended.conversation_id
             self.conversation_id, self.version = conversation_id, appended.version

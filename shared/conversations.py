@@ -22,6 +22,8 @@ from shared.pubsub import publish
 
 COLLECTION = "conversations"
 FINISHED_TOPIC = "conversation.finished"
+# Silence that finishes a conversation, unless its session asked for another (API.md, Listen).
+DEFAULT_TIMEOUT_SECONDS = 120
 
 
 class ConversationStatus(StrEnum):
@@ -48,11 +50,25 @@ class Event(Model):
     duration: int = Field(default=30, description="Minutes.")
 
 
+class ConversationCategory(StrEnum):
+    work = "work"
+    personal = "personal"
+    family = "family"
+    social = "social"
+    health = "health"
+    finance = "finance"
+    education = "education"
+    technology = "technology"
+    travel = "travel"
+    entertainment = "entertainment"
+    other = "other"
+
+
 class Structured(Model):
     title: str = ""
     overview: str = ""
     emoji: str = ""
-    category: str = "other"
+    category: ConversationCategory = ConversationCategory.other
     action_items: list[str] = Field(default_factory=list)
     events: list[Event] = Field(default_factory=list)
 
@@ -111,7 +127,11 @@ def delete_conversation(uid: str, conversation_id: str) -> None:
 
 
 def _move_to_processing(
-    uid: str, conversation_id: str, allowed: set[ConversationStatus], reason: str
+    uid: str,
+    conversation_id: str,
+    allowed: set[ConversationStatus],
+    reason: str,
+    idle_since: datetime | None = None,
 ) -> Conversation:
     from google.cloud import firestore
 
@@ -124,8 +144,16 @@ def _move_to_processing(
             raise store.missing(COLLECTION)
         if current.get("status") not in allowed:
             raise Conflict(f"the conversation is {current.get('status')}")
+        if idle_since is not None and current.get("updated_at", idle_since) > idle_since:
+            raise Conflict("the conversation heard speech meanwhile")
         now = datetime.now(UTC)
-        changes: dict[str, Any] = {"status": "processing", "failure_reason": None}
+        changes: dict[str, Any] = {
+            "status": "processing",
+            "failure_reason": None,
+            "processing_since": now,
+            "last_error": None,
+            "requeues": 0,
+        }
         if current.get("status") == ConversationStatus.in_progress:
             changes["finished_at"] = now
         transaction.update(reference, changes)
@@ -164,10 +192,34 @@ def finish_in_progress(uid: str) -> Conversation:
     return finish(uid, current.id, reason="finished")
 
 
-def finish(uid: str, conversation_id: str, reason: str) -> Conversation:
+def finish(
+    uid: str, conversation_id: str, reason: str, idle_since: datetime | None = None
+) -> Conversation:
     """Move a conversation in progress to `processing` and publish it; `Conflict` if it is
-    not in progress any more (someone else finished it: they published)."""
-    return _move_to_processing(uid, conversation_id, {ConversationStatus.in_progress}, reason)
+    not in progress any more (someone else finished it: they published), or if `idle_since`
+    is given and a segment arrived after it."""
+    return _move_to_processing(
+        uid, conversation_id, {ConversationStatus.in_progress}, reason, idle_since
+    )
+
+
+def fail(uid: str, conversation_id: str, reason: str) -> bool:
+    """Mark a conversation that is `processing` as `failed`, with `reason` for people.
+    False if it is not processing any more (completed meanwhile, or gone)."""
+    from google.cloud import firestore
+
+    reference = store.document(uid, COLLECTION, conversation_id)
+
+    @firestore.transactional
+    def mark(transaction: firestore.Transaction) -> bool:
+        current = reference.get(transaction=transaction, field_paths=["status"]).to_dict()
+        if (current or {}).get("status") != ConversationStatus.processing:
+            return False
+        transaction.update(reference, {"status": "failed", "failure_reason": reason})
+        return True
+
+    failed: bool = mark(store.db().transaction())
+    return failed
 
 
 @dataclass(frozen=True)
@@ -190,6 +242,7 @@ def append_segments(
     language: str,
     into: str | None = None,
     version: datetime | None = None,
+    timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
 ) -> Appended:
     """Store `segments` at the end of the conversation `into` if it is still in progress, else
     in a new conversation in progress.
@@ -198,7 +251,8 @@ def append_segments(
     the precondition "unchanged since `version`" (the update time of our last write). Any other
     write since (a finish, another socket on the same conversation) fails it; the status is then
     read again and the append retried, still guarded, so segments never land in a conversation
-    that was finished meanwhile."""
+    that was finished meanwhile. A new conversation records `timeout_seconds`, the silence
+    after which the sweep finishes it if no session does."""
     from google.api_core.exceptions import AlreadyExists, FailedPrecondition
     from google.cloud import firestore
 
@@ -214,6 +268,7 @@ def append_segments(
                         "status": ConversationStatus.in_progress.value,
                         "source": "phone",
                         "language": language,
+                        "timeout_seconds": timeout_seconds,
                         "created_at": now,
                         "started_at": now,
                         "updated_at": now,

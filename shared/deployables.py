@@ -57,6 +57,18 @@ class Rewrite:
 class Topic:
     name: str
     dead_letter_topic: str | None
+    schedule: str | None = None
+
+    @property
+    def every_seconds(self) -> int | None:
+        """The period of `schedule` (`* * * * *` or `*/N * * * *`), for the local ticker."""
+        if self.schedule is None:
+            return None
+        minute, *rest = self.schedule.split()
+        step = "1" if minute == "*" else minute.removeprefix("*/") if minute[:2] == "*/" else ""
+        if rest != ["*"] * 4 or not step.isdigit() or int(step) < 1:
+            raise ValueError(f"topic {self.name}: schedule {self.schedule!r} is not every N min")
+        return int(step) * 60
 
 
 @dataclass(frozen=True)
@@ -125,7 +137,7 @@ def topics() -> list[Topic]:
     declared = []
     for name, spec in resources()["topics"].items():
         dead_letter = f"{name}{DEAD_LETTER_SUFFIX}" if (spec or {}).get("dead_letter") else None
-        declared.append(Topic(name=name, dead_letter_topic=dead_letter))
+        declared.append(Topic(name, dead_letter, (spec or {}).get("schedule")))
         if dead_letter:
             declared.append(Topic(name=dead_letter, dead_letter_topic=None))
     return declared

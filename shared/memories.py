@@ -1,17 +1,36 @@
-"""Memories: durable facts about the user, written by post-processing or by the user."""
+"""Memories: durable facts about the user, written by post-processing or by the user.
+
+Each memory also stores what search needs: `keywords` (its normalized words) and, when the
+language model is configured, `embedding` (a Firestore vector). `search` merges the vector
+neighbours and the keyword hits by reciprocal rank (ARCHITECTURE.md: no separate vector store).
+"""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, ConfigDict, Field
 
-from shared import store
+from shared import llm, store
+from shared.logging import get_logger
 from shared.models import Model, Page, Patch, Strict
 
 COLLECTION = "memories"
+EMBEDDING_FIELD = "embedding"
+KEYWORDS_FIELD = "keywords"
+# Firestore's `array-contains-any` takes at most 30 values.
+MAX_QUERY_KEYWORDS = 30
+# Reciprocal rank fusion's constant: how much the first ranks outweigh the later ones.
+RRF_K = 60
+# Words too common to say what a memory is about.
+_STOPWORDS = """a an and are as at be but by for from has have he her his i in is it its me my of
+on or our she so that the their them they this to was we were what when who will with you your"""
+STOPWORDS = frozenset(_STOPWORDS.split())
+
+log = get_logger("memories")
 
 
 class MemoryCategory(StrEnum):
@@ -59,6 +78,47 @@ class MemoryQuery(Page):
     ] = None
 
 
+class MemorySearch(Model):
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
+    q: str = Field(min_length=1, max_length=500, description="Words to look for.")
+    limit: int = Field(default=10, ge=1, le=50)
+
+
+def keywords(text: str) -> list[str]:
+    """The words of `text` a keyword search matches on: lower-cased, without stopwords, with a
+    plural's trailing `s` dropped (so "meetings" finds "meeting")."""
+    words = {word.lower() for word in re.findall(r"[\w']+", text)}
+    stems = {
+        word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+        for word in words
+        if word not in STOPWORDS and len(word) > 1
+    }
+    return sorted(stems)
+
+
+def search_fields(content: str, embedding: list[float] | None) -> dict[str, Any]:
+    """The stored fields search needs for `content`."""
+    from google.cloud.firestore_v1.vector import Vector
+
+    fields: dict[str, Any] = {KEYWORDS_FIELD: keywords(content)}
+    if embedding is not None:
+        fields[EMBEDDING_FIELD] = Vector(embedding)
+    return fields
+
+
+def _embedding(content: str) -> list[float] | None:
+    """The embedding of a memory the user wrote, or None (keyword search still finds it) if
+    the model is not configured or fails."""
+    if not llm.configured():
+        return None
+    try:
+        return llm.embed([content])[0]
+    except llm.LLMError as error:
+        log.warning("memory stored without an embedding: %s", error.reason)
+        return None
+
+
 def listing(uid: str, query: MemoryQuery) -> store.Listing:
     """The query behind `list_memories` (and the index it needs)."""
     within = {"category": [c.value for c in query.categories]} if query.categories else None
@@ -85,15 +145,77 @@ def create_memory(uid: str, body: MemoryCreate) -> Memory:
         "created_at": now,
         "updated_at": now,
     }
-    reference.create(fields)
+    reference.create({**fields, **search_fields(body.content, _embedding(body.content))})
     return Memory.model_validate({**fields, "id": reference.id})
 
 
 def update_memory(uid: str, memory_id: str, body: MemoryUpdate) -> Memory:
     reference = store.document(uid, COLLECTION, memory_id)
-    store.update(reference, {**body.changes(), "updated_at": datetime.now(UTC)})
+    changes = {**body.changes(), "updated_at": datetime.now(UTC)}
+    if body.content is not None:
+        from google.cloud.firestore import DELETE_FIELD
+
+        changes.update({EMBEDDING_FIELD: DELETE_FIELD})  # replaced below if there is a new one
+        changes.update(search_fields(body.content, _embedding(body.content)))
+    store.update(reference, changes)
     return get_memory(uid, memory_id)
 
 
 def delete_memory(uid: str, memory_id: str) -> None:
     store.delete(uid, COLLECTION, memory_id)
+
+
+def search(uid: str, query: MemorySearch) -> list[Memory]:
+    """The caller's memories that match `query.q` best: the nearest by embedding (cosine) merged
+    with those sharing its keywords, by reciprocal rank. Without a working embedding model, the
+    keyword hits alone (logged)."""
+    from google.cloud.firestore import FieldFilter
+
+    wanted = max(query.limit * 2, 20)
+    ranked: dict[str, float] = {}
+    found: dict[str, dict[str, Any]] = {}
+
+    def merge(snapshots: list[Any]) -> None:
+        for rank, snapshot in enumerate(snapshots):
+            ranked[snapshot.id] = ranked.get(snapshot.id, 0.0) + 1.0 / (RRF_K + rank + 1)
+            found.setdefault(snapshot.id, {**(snapshot.to_dict() or {}), "id": snapshot.id})
+
+    terms = keywords(query.q)[:MAX_QUERY_KEYWORDS]
+    if terms:
+        hits = list(
+            store.collection(uid, COLLECTION)
+            .where(filter=FieldFilter(KEYWORDS_FIELD, "array_contains_any", terms))
+            .limit(200)
+            .stream()
+        )
+        # Firestore cannot rank them: more shared words first, then newer.
+        wanted_terms = set(terms)
+        hits.sort(
+            key=lambda s: (
+                -len(wanted_terms.intersection((s.to_dict() or {}).get(KEYWORDS_FIELD, []))),
+                -(s.to_dict() or {})["created_at"].timestamp(),
+            )
+        )
+        merge(hits[:wanted])
+    vector = _embedding(query.q)
+    if vector is not None:
+        merge(nearest(uid, vector, wanted))
+    best = sorted(ranked, key=lambda memory_id: -ranked[memory_id])[: query.limit]
+    return [Memory.model_validate(found[memory_id]) for memory_id in best]
+
+
+def nearest(uid: str, vector: list[float], limit: int, within: float | None = None) -> list[Any]:
+    """The caller's memories nearest to `vector` by cosine distance (`distance` on each
+    snapshot), closest first; only those within cosine distance `within` if given."""
+    from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
+    from google.cloud.firestore_v1.vector import Vector
+
+    query = store.collection(uid, COLLECTION).find_nearest(
+        vector_field=EMBEDDING_FIELD,
+        query_vector=Vector(vector),
+        distance_measure=DistanceMeasure.COSINE,
+        limit=limit,
+        distance_result_field="distance",
+        distance_threshold=within,
+    )
+    return list(query.stream())

@@ -42,6 +42,9 @@ class Settings:
     openai_base_url: str | None = None
     llm_model: str = "gpt-4.1-mini"
     embedding_model: str = "text-embedding-3-small"
+    # One language-model request's limit; below the Pub/Sub ack deadline (60 s) of the
+    # functions that call it.
+    llm_timeout_seconds: float = 45.0
     deepgram_api_key: str | None = None
     deepgram_base_url: str | None = None
     # How long opening a speech-to-text stream may take before it counts as a failed attempt.
@@ -77,6 +80,8 @@ class Settings:
             raise SettingsError(f"invalid configuration: PORT {self.port} is not a port")
         if self.auth_state_ttl_seconds < 0:
             raise SettingsError("invalid configuration: AUTH_STATE_TTL_SECONDS is negative")
+        if self.llm_timeout_seconds <= 0:
+            raise SettingsError("invalid configuration: LLM_TIMEOUT_SECONDS must be > 0")
         if self.stt_connect_timeout_seconds <= 0:
             raise SettingsError("invalid configuration: STT_CONNECT_TIMEOUT_SECONDS must be > 0")
         if not self.production:

@@ -71,6 +71,8 @@ class IndexShape:
     collection: str
     equal: frozenset[str]
     order: str = ORDER_FIELD
+    direction: str = "DESCENDING"
+    scope: str = "COLLECTION"  # or COLLECTION_GROUP: the same collection name under every user
 
 
 @dataclass(frozen=True)

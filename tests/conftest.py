@@ -17,6 +17,7 @@ from infra.auth_emulator import AuthEmulator, User
 from infra.local import PROJECT, LocalStack, Ports
 from shared import settings as settings_module
 from tests.support.deepgram_double import DeepgramDouble
+from tests.support.openai_double import OpenAIDouble
 
 
 @pytest.fixture(scope="session")
@@ -34,8 +35,24 @@ def deepgram(deepgram_double: DeepgramDouble) -> DeepgramDouble:
 
 
 @pytest.fixture(scope="session")
+def openai_double() -> Iterator[OpenAIDouble]:
+    """The OpenAI-compatible server the stack's functions and chat call."""
+    with OpenAIDouble() as double:
+        yield double
+
+
+@pytest.fixture
+def openai(openai_double: OpenAIDouble) -> OpenAIDouble:
+    """The stack's OpenAI double, with no script and no requests yet."""
+    openai_double.reset()
+    return openai_double
+
+
+@pytest.fixture(scope="session")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, deepgram_double: DeepgramDouble
+    tmp_path_factory: pytest.TempPathFactory,
+    deepgram_double: DeepgramDouble,
+    openai_double: OpenAIDouble,
 ) -> Iterator[LocalStack]:
     saved = dict(os.environ)
     local = LocalStack(
@@ -46,7 +63,12 @@ def stack(
             "DEEPGRAM_BASE_URL": deepgram_double.url,
             # A stalled provider handshake counts as a failed attempt after this long.
             "STT_CONNECT_TIMEOUT_SECONDS": "1",
+            "OPENAI_API_KEY": openai_double.api_key,
+            "OPENAI_BASE_URL": openai_double.url,
+            # A stalled language model fails the attempt after this long.
+            "LLM_TIMEOUT_SECONDS": "2",
         },
+        scheduled=False,  # the tests tick the sweep themselves
     )
     local.start()
     os.environ.update(local.client_env())

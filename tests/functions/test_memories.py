@@ -120,3 +120,102 @@ def test_bad_list_parameters_are_422(api, user, params, field):
     reply = api.get("/v1/memories", params=params, headers=user.bearer)
     assert reply.status_code == 422
     assert field in reply.json()["detail"]
+
+
+VERBS = ["grows", "paints", "collects", "repairs", "photographs"]
+THINGS = ["tomatoes", "bicycles", "lanterns", "violins", "kites", "clocks", "boats", "maps"]
+CITIES = ["Lisbon", "Oslo", "Kyoto", "Quito", "Tunis"]
+
+
+def _seed_memories(firestore, uid: str, contents: list[str]) -> dict[str, str]:
+    """Memories written as the API and post-processing write them (keywords and the
+    embedding the OpenAI double gives), in one batch: id by content."""
+    from datetime import UTC, datetime, timedelta
+
+    from shared.memories import search_fields
+    from tests.support.openai_double import embed
+
+    collection = firestore.collection("users").document(uid).collection("memories")
+    batch, ids = firestore.batch(), {}
+    start = datetime.now(UTC)
+    for index, content in enumerate(contents):
+        reference = collection.document()
+        when = start + timedelta(milliseconds=index)
+        fields = {
+            "content": content,
+            "category": "interesting",
+            "conversation_id": None,
+            "manually_added": False,
+            "created_at": when,
+            "updated_at": when,
+        }
+        batch.set(reference, {**fields, **search_fields(content, embed(content))})
+        ids[content] = reference.id
+    batch.commit()
+    return ids
+
+
+def test_a_search_for_the_words_of_one_of_200_memories_finds_it_first(api, user, firestore, openai):
+    """Every word of the query is in many memories; only one has them all."""
+    contents = [
+        f"The user {verb} {thing} in {city}."
+        for verb in VERBS
+        for thing in THINGS
+        for city in CITIES
+    ]
+    assert len(contents) == 200
+    ids = _seed_memories(firestore, user.uid, contents)
+    for verb, thing, city in [("repairs", "violins", "Kyoto"), ("grows", "maps", "Lisbon")]:
+        reply = api.get(
+            "/v1/memories/search", params={"q": f"{thing} {city} {verb}"}, headers=user.bearer
+        )
+        assert reply.status_code == 200, reply.text
+        found = reply.json()
+        assert found[0]["id"] == ids[f"The user {verb} {thing} in {city}."]
+        assert len(found) == 10  # the default limit
+    # The query was embedded through the SDK (hybrid), not only matched by keywords.
+    assert any(request.body.get("input") for request in openai.embedding_requests)
+
+
+def test_search_finds_only_the_callers_memories(api, auth_emulator, firestore, openai):
+    owner, other = auth_emulator.sign_up(), auth_emulator.sign_up()
+    _seed_memories(firestore, owner.uid, ["The user hides the spare key under the blue pot."])
+    reply = api.get("/v1/memories/search", params={"q": "spare key blue pot"}, headers=other.bearer)
+    assert reply.status_code == 200 and reply.json() == []
+
+
+def test_without_a_language_model_search_falls_back_to_keywords(
+    stack, user, firestore, monkeypatch
+):
+    from shared import memories
+
+    ids = _seed_memories(firestore, user.uid, ["The user sails on Lake Geneva.", "Unrelated."])
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    found = memories.search(user.uid, memories.MemorySearch(q="sailing lake geneva"))
+    assert [memory.id for memory in found] == [ids["The user sails on Lake Geneva."]]
+
+
+def test_a_memory_created_or_changed_through_the_api_is_embedded(api, user, firestore, openai):
+    memory = _create(api, user, content="The user runs a marathon every spring")
+    stored = firestore.document(f"users/{user.uid}/memories/{memory['id']}")
+    first = stored.get().to_dict()
+    assert len(first["embedding"].to_map_value()["value"]) == 1536
+    assert "marathon" in first["keywords"]
+    api.put(f"/v1/memories/{memory['id']}", json={"content": "The user swims"}, headers=user.bearer)
+    second = stored.get().to_dict()
+    assert second["keywords"] == ["swim", "user"]
+    assert second["embedding"] != first["embedding"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({}, "q"),
+        ({"q": ""}, "q"),
+        ({"q": "x", "limit": "0"}, "limit"),
+        ({"q": "x", "limit": "51"}, "limit"),
+    ],
+)
+def test_bad_search_parameters_are_422(api, user, params, field):
+    reply = api.get("/v1/memories/search", params=params, headers=user.bearer)
+    assert reply.status_code == 422 and field in reply.json()["detail"]

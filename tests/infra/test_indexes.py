@@ -8,7 +8,7 @@ import itertools
 import json
 from datetime import UTC, datetime
 
-from shared import action_items, conversations, memories, store
+from shared import action_items, conversations, llm, memories, store, sweep
 from shared.deployables import ROOT, firebase_config
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -30,27 +30,65 @@ def _listings() -> list[store.Listing]:
     return found
 
 
-def _declared() -> set[tuple[str, frozenset[str], str]]:
+def _shapes() -> set[tuple[str, str, frozenset[str], str, str]]:
+    """What the queries need: an equality filter with an order (or range) on another field."""
+    shapes = [listing.shape for listing in _listings()] + list(sweep.INDEXES)
+    return {
+        (shape.collection, shape.scope, shape.equal, shape.order, shape.direction)
+        for shape in shapes
+        if shape.equal  # one field ordered (and ranged) needs only the automatic indexes
+    }
+
+
+def _indexes() -> list[dict]:
     path = ROOT / firebase_config()["firestore"]["indexes"]
+    indexes: list[dict] = json.loads(path.read_text())["indexes"]
+    return indexes
+
+
+def _declared() -> set[tuple[str, str, frozenset[str], str, str]]:
     declared = set()
-    for index in json.loads(path.read_text())["indexes"]:
+    for index in _indexes():
+        if any("vectorConfig" in field for field in index["fields"]):
+            continue
         *equal, last = index["fields"]
         assert all(field["order"] == "ASCENDING" for field in equal)
-        assert last["order"] == "DESCENDING"
-        assert index["queryScope"] == "COLLECTION"
         equal_fields = frozenset(field["fieldPath"] for field in equal)
-        declared.add((index["collectionGroup"], equal_fields, last["fieldPath"]))
+        declared.add(
+            (
+                index["collectionGroup"],
+                index["queryScope"],
+                equal_fields,
+                last["fieldPath"],
+                last["order"],
+            )
+        )
     return declared
 
 
 def test_every_listing_query_has_its_index(stack):
     declared = _declared()
-    for shape in (listing.shape for listing in _listings()):
-        if shape.equal:  # one field ordered (and ranged) needs only the automatic indexes
-            assert (shape.collection, shape.equal, shape.order) in declared, shape
+    for shape in _shapes():
+        assert shape in declared, shape
 
 
 def test_no_index_is_declared_that_no_query_needs(stack):
-    shapes = [listing.shape for listing in _listings()]
-    needed = {(shape.collection, shape.equal, shape.order) for shape in shapes if shape.equal}
-    assert _declared() == needed
+    assert _declared() == _shapes()
+
+
+def test_memory_search_has_its_vector_index():
+    """Production refuses `find_nearest` without it; the emulator does not care."""
+    vectors = [
+        (index["collectionGroup"], index["queryScope"], field["fieldPath"], field["vectorConfig"])
+        for index in _indexes()
+        for field in index["fields"]
+        if "vectorConfig" in field
+    ]
+    assert vectors == [
+        (
+            memories.COLLECTION,
+            "COLLECTION",
+            memories.EMBEDDING_FIELD,
+            {"dimension": llm.EMBEDDING_DIMENSIONS, "flat": {}},
+        )
+    ]

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from infra.deploy import Target, plan
@@ -146,3 +147,25 @@ def test_expired_idempotency_reservations_are_cleaned_up_by_a_ttl_policy():
     ttl = [c for c in _commands() if c[:5] == ("gcloud", "firestore", "fields", "ttls", "update")]
     assert ttl and ttl[0][5] == idempotency.EXPIRY_FIELD
     assert f"--collection-group={idempotency.COLLECTION}" in ttl[0]
+
+
+def test_every_scheduled_topic_gets_a_scheduler_job_and_a_subscriber():
+    scheduled = [topic for topic in deployables.topics() if topic.schedule]
+    assert scheduled, "the sweep needs its tick"
+    jobs = {
+        command[5]: command
+        for command in _commands()
+        if command[:5] == ("gcloud", "scheduler", "jobs", "create", "pubsub")
+    }
+    subscribed = {topic for fn in deployables.functions() for topic in fn.subscribe}
+    for topic in scheduled:
+        assert topic.every_seconds is not None and topic.every_seconds >= 60
+        job = jobs[topic.name.replace(".", "-")]
+        assert f"--topic={topic.name}" in job and f"--schedule={topic.schedule}" in job
+        assert topic.name in subscribed
+
+
+@pytest.mark.parametrize("schedule", ["5 * * * *", "*/0 * * * *", "* * * * 1", "every minute"])
+def test_a_schedule_the_local_ticker_cannot_follow_is_refused(schedule):
+    with pytest.raises(ValueError, match="every N min"):
+        _ = deployables.Topic("t", None, schedule).every_seconds

@@ -1,0 +1,46 @@
+"""Post-processing of a finished conversation, pushed from `conversation.finished`.
+
+A CloudEvent built by functions-framework from the Pub/Sub push (the local emulator pushes
+exactly as production does). Returning acknowledges the message; raising answers 500 and Pub/Sub
+delivers it again with backoff, then to the dead-letter topic (`dead_letters` marks the
+conversation `failed`). See `shared.processing` for why redelivery is harmless.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import functions_framework
+from cloudevents.http import CloudEvent
+
+from shared import processing
+from shared.llm import LLMError
+from shared.logging import get_logger
+
+log = get_logger("process_conversation")
+
+
+@functions_framework.cloud_event
+def process_conversation(event: CloudEvent) -> None:
+    message = event.data["message"]
+    try:
+        payload = json.loads(base64.b64decode(message.get("data") or b""))
+        uid, conversation_id = str(payload["uid"]), str(payload["conversation_id"])
+    except (ValueError, KeyError, TypeError):
+        log.error("dropped a message that names no conversation", extra={"id": event["id"]})
+        return  # acknowledged: no delivery of it could ever succeed
+    try:
+        outcome = processing.process(uid, conversation_id)
+    except LLMError as error:
+        log.warning(
+            "post-processing failed; Pub/Sub will deliver again: %s",
+            error.reason,
+            extra={"conversation_id": conversation_id, "message_id": event["id"]},
+        )
+        raise
+    log.info(
+        "post-processing %s",
+        outcome.status,
+        extra={"conversation_id": conversation_id, "memories": list(outcome.memory_ids)},
+    )

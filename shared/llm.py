@@ -1,0 +1,149 @@
+"""The language model and the embeddings, through the `openai` SDK against any OpenAI-compatible
+endpoint (`OPENAI_BASE_URL`; ARCHITECTURE.md, "Providers").
+
+Every failure surfaces as one `LLMError` with a sentence a user can read (it becomes a
+conversation's `failure_reason`) and whether trying again may help. `openai` is imported on
+first use: it costs about 0.6 s, which functions that never call the model must not pay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from shared.errors import ServiceUnavailable
+from shared.logging import get_logger
+from shared.settings import get_settings
+
+if TYPE_CHECKING:
+    from openai import OpenAI
+
+log = get_logger("llm")
+
+# The vector size of every stored embedding; the Firestore vector index declares the same
+# (infra/firestore.indexes.json). text-embedding-3-small's native size.
+EMBEDDING_DIMENSIONS = 1536
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class LLMError(Exception):
+    """The model did not give a usable answer. `reason` is for people; `retryable` says whether
+    the same request may succeed later (a 5xx, a timeout) or cannot (no model configured)."""
+
+    def __init__(self, reason: str, *, retryable: bool = True):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+
+
+def configured() -> bool:
+    return get_settings().openai_api_key is not None
+
+
+def unavailable() -> ServiceUnavailable:
+    return ServiceUnavailable("the language model is not configured (OPENAI_API_KEY)")
+
+
+def client() -> OpenAI:
+    """The process's client, rebuilt only when the settings change. The SDK does not retry:
+    callers decide (Pub/Sub redelivers with backoff; a request answers 503)."""
+    global _client, _client_key
+    settings = get_settings()
+    if settings.openai_api_key is None:
+        raise LLMError("the language model is not configured (OPENAI_API_KEY)", retryable=False)
+    key = (settings.openai_api_key, settings.openai_base_url, settings.llm_timeout_seconds)
+    if _client is None or key != _client_key:
+        from openai import OpenAI
+
+        _client = OpenAI(
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url,
+            timeout=settings.llm_timeout_seconds,
+            max_retries=0,
+        )
+        _client_key = key
+    return _client
+
+
+_client: OpenAI | None = None
+_client_key: tuple[Any, ...] | None = None
+
+
+@contextmanager
+def _calling(model: str) -> Iterator[None]:
+    """The SDK's failures as `LLMError`s that name `model` ("language", "embedding")."""
+    import openai
+
+    try:
+        yield
+    except openai.APITimeoutError as error:
+        raise LLMError(f"the {model} model did not answer in time") from error
+    except openai.APIStatusError as error:
+        retryable = error.status_code >= 500 or error.status_code in (408, 409, 429)
+        raise LLMError(
+            f"the {model} model answered {error.status_code}", retryable=retryable
+        ) from error
+    except openai.APIConnectionError as error:
+        raise LLMError(f"the {model} model could not be reached") from error
+
+
+def structured(system: str, user: str, schema: type[T]) -> T:
+    """One chat completion whose answer must be `schema` (structured outputs, strict JSON
+    schema). The static `system` prompt comes first so providers can cache it."""
+    import openai
+
+    try:
+        with _calling("language"):
+            completion = client().chat.completions.parse(
+                model=get_settings().llm_model,
+                messages=[
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": user},
+                ],
+                response_format=schema,
+            )
+    except openai.LengthFinishReasonError as error:
+        raise LLMError("the language model's answer was cut off") from error
+    except openai.ContentFilterFinishReasonError as error:
+        raise LLMError("the language model's answer was filtered") from error
+    except ValidationError as error:
+        raise LLMError("the language model's answer did not match the expected format") from error
+    message = completion.choices[0].message
+    if message.refusal:
+        raise LLMError(f"the language model refused: {message.refusal}")
+    if message.parsed is None:
+        raise LLMError("the language model gave no answer")
+    _record_usage(completion.usage)
+    return message.parsed
+
+
+def embed(texts: list[str]) -> list[list[float]]:
+    """One embedding per text, `EMBEDDING_DIMENSIONS` long, in order."""
+    if not texts:
+        return []
+    with _calling("embedding"):
+        answer = client().embeddings.create(
+            model=get_settings().embedding_model,
+            input=texts,
+            dimensions=EMBEDDING_DIMENSIONS,
+        )
+    vectors = [item.embedding for item in sorted(answer.data, key=lambda item: item.index)]
+    if len(vectors) != len(texts) or any(len(v) != EMBEDDING_DIMENSIONS for v in vectors):
+        raise LLMError("the embedding model answered vectors of the wrong size or number")
+    return vectors
+
+
+def _record_usage(usage: Any) -> None:
+    if usage is not None:
+        log.info(
+            "llm usage",
+            extra={
+                "model": get_settings().llm_model,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+            },
+        )

@@ -1,0 +1,384 @@
+"""Post-processing through the Pub/Sub emulator: `conversation.finished` pushed to the
+`process_conversation` function, which asks the OpenAI double (through the real SDK).
+
+Every test answers only requests whose transcript carries its own marker (a `responder`), so a
+retry of an earlier test's message cannot take a reply scripted for this one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.pubsub import publish
+from tests.support import seed
+from tests.support.openai_double import Reply, http_error, json_content, raw_content, refusal
+from tests.support.pubsub import tap
+
+
+def _extraction(marker: str, **fields) -> dict:
+    return {
+        "title": f"Slides for Sarah {marker}",
+        "overview": "The user promised to send Sarah the slides.",
+        "emoji": "📊",
+        "category": "work",
+        "action_items": [{"description": "Send Sarah the slides", "due_at": "2026-11-24T17:00"}],
+        "events": [
+            {
+                "title": "Review with Sarah",
+                "description": "Go through the slides",
+                "start": "2026-11-25T10:30",
+                "duration": 45,
+            }
+        ],
+        "memories": [
+            f"The user works with Sarah on the {marker} project.",
+            "The user prefers tea to coffee in the afternoon.",
+        ],
+        **fields,
+    }
+
+
+def _answer(openai, marker: str, replies: list[Reply]) -> list[int]:
+    """Answer this test's requests with `replies` in turn (the last one again after that);
+    anyone else's with a 503. Returns a list whose length counts this test's requests."""
+    seen: list[int] = []
+    lock = itertools.count()
+
+    def respond(request) -> Reply:
+        if marker not in json.dumps(request.messages):
+            return http_error(503, "not this test's conversation")
+        index = next(lock)
+        seen.append(index)
+        return replies[min(index, len(replies) - 1)]
+
+    openai.responder = respond
+    return seen
+
+
+def _segment(marker: str) -> dict:
+    return {
+        "id": uuid.uuid4().hex,
+        "text": f"I will send Sarah the {marker} slides tomorrow at five.",
+        "speaker": "SPEAKER_00",
+        "speaker_id": 0,
+        "is_user": True,
+        "start": 0.0,
+        "end": 2.5,
+    }
+
+
+def _processing(firestore, uid: str, marker: str, **fields) -> str:
+    return seed.conversation(
+        firestore,
+        uid,
+        **{
+            "status": "processing",
+            "processing_since": datetime.now(UTC),
+            "transcript_segments": [_segment(marker)],
+            "structured": {},
+            **fields,
+        },
+    )
+
+
+def _finished(uid: str, conversation_id: str) -> None:
+    publish(
+        "conversation.finished",
+        {"uid": uid, "conversation_id": conversation_id, "reason": "test"},
+        uid=uid,
+        conversation_id=conversation_id,
+        reason="test",
+    )
+
+
+def _wait_for(api, user, conversation_id: str, done: Callable[[dict], bool], timeout=30) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = api.get(f"/v1/conversations/{conversation_id}", headers=user.bearer).json()
+        if done(found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def _of(items: list[dict], conversation_id: str) -> list[dict]:
+    return [item for item in items if item.get("conversation_id") == conversation_id]
+
+
+def test_a_finished_conversation_becomes_completed_with_its_structure(api, user, firestore, openai):
+    marker = uuid.uuid4().hex[:10]
+    api.patch("/v1/users/me", json={"timezone": "Europe/Berlin"}, headers=user.bearer)
+    open_item = api.post(
+        "/v1/action-items", json={"description": "Book the dentist"}, headers=user.bearer
+    )
+    assert open_item.status_code == 201
+    seen = _answer(openai, marker, [json_content(_extraction(marker))])
+    conversation_id = seed.conversation(
+        firestore,
+        user.uid,
+        status="in_progress",
+        structured={},
+        transcript_segments=[_segment(marker)],
+    )
+    with tap("app.event") as app_events:
+        finished = api.post("/v1/conversations", headers=user.bearer)
+        assert finished.status_code == 200 and finished.json()["status"] == "processing"
+        done = _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing")
+        events = app_events.pull(expect=3)
+
+    assert done["status"] == "completed", done
+    assert done["failure_reason"] is None
+    structured = done["structured"]
+    assert structured["title"] == f"Slides for Sarah {marker}"
+    assert (structured["emoji"], structured["category"]) == ("📊", "work")
+    assert structured["action_items"] == ["Send Sarah the slides"]
+    # Local times are the user's (Berlin, UTC+1 in November).
+    assert structured["events"] == [
+        {
+            "title": "Review with Sarah",
+            "description": "Go through the slides",
+            "start": "2026-11-25T09:30:00Z",
+            "duration": 45,
+        }
+    ]
+    items = _of(api.get("/v1/action-items", headers=user.bearer).json(), conversation_id)
+    assert [(i["description"], i["due_at"], i["completed"]) for i in items] == [
+        ("Send Sarah the slides", "2026-11-24T16:00:00Z", False)
+    ]
+    remembered = _of(api.get("/v1/memories", headers=user.bearer).json(), conversation_id)
+    assert sorted(m["content"] for m in remembered) == sorted(_extraction(marker)["memories"])
+    assert all(m["category"] == "interesting" and not m["manually_added"] for m in remembered)
+
+    # Embeddings are stored as Firestore vectors, for the memories and the summary.
+    users = firestore.collection("users").document(user.uid)
+    for memory in remembered:
+        stored = users.collection("memories").document(memory["id"]).get().to_dict()
+        assert len(stored["embedding"].to_map_value()["value"]) == 1536
+        assert "sarah" in stored["keywords"] or "tea" in stored["keywords"]
+    conversation = users.collection("conversations").document(conversation_id).get().to_dict()
+    assert len(conversation["summary_embedding"].to_map_value()["value"]) == 1536
+
+    # One call: the static system prompt first, then this conversation's context.
+    assert len(seen) == 1
+    request = next(r for r in openai.chat_requests if marker in json.dumps(r.messages))
+    system, context = request.messages
+    assert system["role"] == "system" and marker not in system["content"]
+    assert request.body["response_format"]["type"] == "json_schema"
+    assert "Europe/Berlin" in context["content"] and "Book the dentist" in context["content"]
+    assert f"Speaker 0 (user): I will send Sarah the {marker} slides" in context["content"]
+
+    kinds = sorted(event.data["type"] for event in events if event.data["uid"] == user.uid)
+    assert kinds == ["conversation_completed", "memory_created", "memory_created"]
+    assert {e.data["memory_id"] for e in events if e.data["type"] == "memory_created"} == {
+        m["id"] for m in remembered
+    }
+
+
+def test_the_same_message_three_times_yields_one_set_of_everything(api, user, firestore, openai):
+    marker = uuid.uuid4().hex[:10]
+    _answer(openai, marker, [json_content(_extraction(marker))])
+    conversation_id = _processing(firestore, user.uid, marker)
+    with tap("app.event") as app_events:
+        for _ in range(3):
+            _finished(user.uid, conversation_id)
+        done = _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing")
+        events = app_events.pull(expect=3, settle=3.0)
+    assert done["status"] == "completed"
+    time.sleep(1.0)  # let the other deliveries finish too
+    memories = _of(api.get("/v1/memories", headers=user.bearer).json(), conversation_id)
+    items = _of(api.get("/v1/action-items", headers=user.bearer).json(), conversation_id)
+    assert len(memories) == 2 and len(items) == 1
+    ids = [event.data["id"] for event in events if event.data["uid"] == user.uid]
+    assert len(ids) == 3 and len(set(ids)) == 3  # each event once
+
+
+def test_a_memory_the_user_already_has_is_not_stored_again(api, user, firestore, openai):
+    marker = uuid.uuid4().hex[:10]
+    known = "The user prefers tea to coffee in the afternoon."
+    assert api.post("/v1/memories", json={"content": known}, headers=user.bearer).is_success
+    _answer(openai, marker, [json_content(_extraction(marker))])
+    conversation_id = _processing(firestore, user.uid, marker)
+    _finished(user.uid, conversation_id)
+    done = _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing")
+    assert done["status"] == "completed"
+    contents = [m["content"] for m in api.get("/v1/memories", headers=user.bearer).json()]
+    assert contents.count(known) == 1
+    assert f"The user works with Sarah on the {marker} project." in contents
+
+
+def test_memories_naming_a_speaker_label_or_beyond_four_are_dropped(api, user, firestore, openai):
+    marker = uuid.uuid4().hex[:10]
+    wanted = [f"The user plays {sport} on weekends." for sport in ("tennis", "chess", "golf")]
+    extraction = _extraction(
+        marker,
+        memories=["Speaker 1 likes jazz.", *wanted, "The user visits Lisbon each May.", "x"],
+    )
+    _answer(openai, marker, [json_content(extraction)])
+    conversation_id = _processing(firestore, user.uid, marker)
+    _finished(user.uid, conversation_id)
+    assert _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing")
+    contents = {
+        m["content"]
+        for m in _of(api.get("/v1/memories", headers=user.bearer).json(), conversation_id)
+    }
+    assert contents == {*wanted, "The user visits Lisbon each May."}
+
+
+def test_failures_then_success_completes(api, user, firestore, openai):
+    """An LLM 500, then an answer that is not JSON: retried by Pub/Sub with backoff."""
+    marker = uuid.uuid4().hex[:10]
+    seen = _answer(
+        openai,
+        marker,
+        [http_error(500), raw_content("{not json"), json_content(_extraction(marker))],
+    )
+    conversation_id = _processing(firestore, user.uid, marker)
+    _finished(user.uid, conversation_id)
+    done = _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing", 60)
+    assert done["status"] == "completed" and len(seen) == 3
+
+
+def test_a_refusal_and_a_too_slow_answer_are_retried(api, user, firestore, openai):
+    """The stack's `LLM_TIMEOUT_SECONDS` is 2."""
+    marker = uuid.uuid4().hex[:10]
+    seen = _answer(
+        openai,
+        marker,
+        [
+            refusal("I can't help with that."),
+            json_content(_extraction(marker), delay=4),
+            json_content(_extraction(marker)),
+        ],
+    )
+    conversation_id = _processing(firestore, user.uid, marker)
+    _finished(user.uid, conversation_id)
+    done = _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing", 60)
+    assert done["status"] == "completed" and len(seen) == 3
+
+
+@pytest.mark.slow
+def test_always_failing_fails_with_a_reason_and_reprocess_recovers(api, user, firestore, openai):
+    marker = uuid.uuid4().hex[:10]
+    seen = _answer(openai, marker, [http_error(500)])
+    conversation_id = _processing(firestore, user.uid, marker)
+    _finished(user.uid, conversation_id)
+    failed = _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing", 90)
+    assert failed["status"] == "failed", failed
+    assert failed["failure_reason"] == (
+        "Post-processing failed after 5 attempts: the language model answered 500."
+    )
+    assert len(seen) == 5
+    dead = [
+        record.to_dict()
+        for record in firestore.collection("dead_letters").stream()
+        if conversation_id in record.get("data")
+    ]
+    assert len(dead) == 1
+    assert dead[0]["subscription"].endswith("conversation.finished.process_conversation")
+
+    _answer(openai, marker, [json_content(_extraction(marker))])
+    again = api.post(f"/v1/conversations/{conversation_id}/reprocess", headers=user.bearer)
+    assert again.status_code == 200 and again.json()["status"] == "processing"
+    done = _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing")
+    assert done["status"] == "completed" and done["failure_reason"] is None
+
+
+def test_reprocessing_replaces_what_the_earlier_run_made(api, user, firestore, openai):
+    marker = uuid.uuid4().hex[:10]
+    _answer(openai, marker, [json_content(_extraction(marker))])
+    conversation_id = _processing(firestore, user.uid, marker)
+    _finished(user.uid, conversation_id)
+    assert _wait_for(api, user, conversation_id, lambda c: c["status"] == "completed")
+    second = _extraction(
+        marker,
+        action_items=[],
+        memories=[f"The user leads the {marker} project."],
+    )
+    _answer(openai, marker, [json_content(second)])
+    api.post(f"/v1/conversations/{conversation_id}/reprocess", headers=user.bearer)
+    assert _wait_for(api, user, conversation_id, lambda c: c["status"] == "completed")
+    time.sleep(0.5)
+    memories = _of(api.get("/v1/memories", headers=user.bearer).json(), conversation_id)
+    items = _of(api.get("/v1/action-items", headers=user.bearer).json(), conversation_id)
+    assert [m["content"] for m in memories] == [f"The user leads the {marker} project."]
+    assert items == []
+
+
+def test_without_a_language_model_the_conversation_fails_at_once(
+    stack, user, firestore, monkeypatch
+):
+    from shared import processing
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    conversation_id = _processing(firestore, user.uid, "no-model")
+    assert processing.process(user.uid, conversation_id).status == "failed"
+    stored = firestore.document(f"users/{user.uid}/conversations/{conversation_id}").get().to_dict()
+    assert stored["status"] == "failed"
+    assert "not configured" in stored["failure_reason"]
+
+
+def test_the_sweep_completes_a_conversation_left_in_processing(api, user, firestore, openai):
+    """As if the function had been killed mid-way and its message was gone."""
+    marker = uuid.uuid4().hex[:10]
+    _answer(openai, marker, [json_content(_extraction(marker))])
+    stuck = _processing(
+        firestore, user.uid, marker, processing_since=datetime.now(UTC) - timedelta(minutes=11)
+    )
+    recent = _processing(firestore, user.uid, f"{marker}-recent")
+    publish("sweep.tick", {})
+    done = _wait_for(api, user, stuck, lambda c: c["status"] != "processing")
+    assert done["status"] == "completed"
+    left = api.get(f"/v1/conversations/{recent}", headers=user.bearer).json()
+    assert left["status"] == "processing"  # not stuck yet: nobody published it again
+
+
+def test_the_sweep_publishes_the_events_a_dead_delivery_left_unpublished(api, user, firestore):
+    now = datetime.now(UTC)
+    conversation_id = seed.conversation(
+        firestore,
+        user.uid,
+        completed_at=now - timedelta(minutes=3),
+        events_published=False,
+        new_memory_ids=["m-1"],
+    )
+    with tap("app.event") as app_events:
+        publish("sweep.tick", {})
+        events = [e for e in app_events.pull(expect=2, settle=2.0) if e.data["uid"] == user.uid]
+    assert sorted(e.data["id"] for e in events) == [
+        f"{conversation_id}.conversation_completed",
+        "m-1.memory_created",
+    ]
+    stored = firestore.document(f"users/{user.uid}/conversations/{conversation_id}").get()
+    assert stored.get("events_published") is True
+
+
+def test_the_sweep_finishes_a_conversation_whose_phone_went_away(api, user, firestore, openai):
+    now = datetime.now(UTC)
+    idle = seed.conversation(
+        firestore,
+        user.uid,
+        status="in_progress",
+        updated_at=now - timedelta(minutes=5),
+        timeout_seconds=120,
+    )
+    long_timeout = seed.conversation(
+        firestore,
+        user.uid,
+        status="in_progress",
+        updated_at=now - timedelta(minutes=5),
+        timeout_seconds=3600,
+    )
+    with tap("conversation.finished") as finished:
+        publish("sweep.tick", {})
+        publish("sweep.tick", {})  # two sweeps at once publish once
+        messages = [m for m in finished.pull(expect=1, settle=2.0) if m.data["uid"] == user.uid]
+    assert [m.data["conversation_id"] for m in messages] == [idle]
+    assert messages[0].data["reason"] == "timeout"
+    state = api.get(f"/v1/conversations/{long_timeout}", headers=user.bearer).json()
+    assert state["status"] == "in_progress"
