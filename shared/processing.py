@@ -240,6 +240,12 @@ def _commit(
     from google.cloud.firestore_v1.vector import Vector
 
     conversation = store.document(uid, conversations.COLLECTION, conversation_id)
+    # What an action item may be (`shared.action_items.Description`): 1..500 characters.
+    tasks = [
+        item.model_copy(update={"description": item.description.strip()[:500]})
+        for item in extraction.action_items
+        if item.description.strip()
+    ]
     memory_ids = tuple(f"{conversation_id}-m{i}" for i in range(len(new_memories)))
 
     @firestore.transactional
@@ -272,14 +278,14 @@ def _commit(
             }
             transaction.set(reference, fields)
             written.add(reference.path)
-        for index, item in enumerate(extraction.action_items):
+        for index, item in enumerate(tasks):
             reference = store.collection(uid, action_items.COLLECTION).document(
                 f"{conversation_id}-a{index}"
             )
             transaction.set(
                 reference,
                 {
-                    "description": item.description.strip()[:500],
+                    "description": item.description,
                     "completed": False,
                     "due_at": _when(item.due_at, zone),
                     "completed_at": None,
@@ -301,7 +307,7 @@ def _commit(
                     "overview": extraction.overview,
                     "emoji": extraction.emoji,
                     "category": extraction.category.value,
-                    "action_items": [item.description for item in extraction.action_items],
+                    "action_items": [item.description for item in tasks],
                     "events": [
                         {
                             "title": event.title,

@@ -9,9 +9,10 @@ import uuid
 import httpx
 import pytest
 
-from infra.local import PROJECT
+from infra.local import PROJECT, Ticker
 from shared import deployables
 from shared.pubsub import publish
+from tests.support.pubsub import tap
 
 
 def test_apps_cannot_read_or_write_firestore_directly(stack, user, firestore):
@@ -99,3 +100,16 @@ def test_a_message_that_keeps_failing_is_dead_lettered_and_recorded(stack, fires
     assert len(found) == 1, "the failing message never reached the dead-letter recorder"
     assert found[0].get("subscription").endswith(name)
     assert found[0].get("delivery_attempts") == "5"
+
+
+def test_the_local_ticker_publishes_to_every_scheduled_topic(stack):
+    """What Cloud Scheduler does in production (`make run` ticks every minute; here faster)."""
+    scheduled = [topic.name for topic in deployables.topics() if topic.schedule]
+    ticker = Ticker(stack.ports.pubsub, every_seconds=0.3)
+    with tap(scheduled[0]) as ticks:
+        ticker.start()
+        try:
+            received = ticks.pull(expect=2, settle=0.1, timeout=10)
+        finally:
+            ticker.stop()
+    assert len(received) >= 2 and all(message.data == {} for message in received)
