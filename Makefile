@@ -28,6 +28,7 @@ bench: install
 	$(PY) -m bench.cold_start
 	$(PY) -m bench.request_latency
 	$(PY) -m bench.listen
+	$(PY) -m bench.pipeline
 
 install: $(STAMP) $(NODE_STAMP)
 

@@ -34,13 +34,20 @@ def _interrupt(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def on_stack(work: Callable[[LocalStack, Path], T]) -> T:
-    """`work(stack, scratch_dir)` against a fresh local stack on free ports. Exits with 1 on a
-    `BenchError` and 130 on Ctrl-C or SIGTERM, after stopping everything."""
+def on_stack(
+    work: Callable[[LocalStack, Path], T],
+    gateway_env: dict[str, str] | None = None,
+    scheduled: bool = True,
+) -> T:
+    """`work(stack, scratch_dir)` against a fresh local stack on free ports (`gateway_env` and
+    `scheduled` as `LocalStack` takes them). Exits with 1 on a `BenchError` and 130 on Ctrl-C or
+    SIGTERM, after stopping everything."""
     signal.signal(signal.SIGTERM, _interrupt)
     with tempfile.TemporaryDirectory(prefix="mnemo-bench-") as scratch:
         workdir = Path(scratch)
-        stack = LocalStack(Ports.free(), workdir / "stack")
+        stack = LocalStack(
+            Ports.free(), workdir / "stack", gateway_env=gateway_env, scheduled=scheduled
+        )
         try:
             stack.start()
             return work(stack, workdir)
@@ -60,10 +67,18 @@ def note(text: str) -> None:
 
 
 def write_results(
-    name: str, started_at: datetime, wall: float, summary: str, **fields: Any
+    name: str,
+    started_at: datetime,
+    wall: float,
+    summary: str,
+    *,
+    to: Path | None = None,
+    **fields: Any,
 ) -> None:
-    """`bench/results/<name>.json`: the run's own `fields`, its summary and the machine."""
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    """`bench/results/<name>.json` (or the file `to`): the run's own `fields`, its summary and
+    the machine."""
+    path = to or RESULTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "started_at": started_at.isoformat(timespec="seconds"),
         **fields,
@@ -73,7 +88,7 @@ def write_results(
         "load_average": list(os.getloadavg()),
         "summary": summary,
     }
-    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+    path.write_text(json.dumps(document, indent=2) + "\n")
 
 
 def format_table(rows: Sequence[Sequence[str]], left: Collection[int]) -> str:

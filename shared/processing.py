@@ -41,6 +41,8 @@ MAX_MEMORIES = 4
 DUPLICATE_SIMILARITY = 0.9
 # Open action items shown to the model so it does not create them again.
 OPEN_ACTION_ITEMS_SHOWN = 50
+# On the conversation: the paths of the memories and action items its last run made.
+DERIVED_FIELD = "derived"
 SPEAKER_LABEL = re.compile(r"\bspeaker[ _]?\d+\b", re.IGNORECASE)
 
 SYSTEM_PROMPT = """\
@@ -122,7 +124,8 @@ def process(uid: str, conversation_id: str) -> Outcome:
     if current.get("status") != ConversationStatus.processing:
         return Outcome(str(current.get("status")))
     try:
-        extraction = llm.structured(SYSTEM_PROMPT, context(uid, current), Extraction)
+        zone = _timezone(uid)
+        extraction = llm.structured(SYSTEM_PROMPT, context(uid, current, zone), Extraction)
         extracted_memories = _memory_texts(extraction.memories)
         summary = f"{extraction.title}. {extraction.overview}"
         vectors = llm.embed([summary, *extracted_memories])
@@ -135,17 +138,16 @@ def process(uid: str, conversation_id: str) -> Outcome:
     summary_vector, memory_vectors = vectors[0], vectors[1:]
     candidates = list(zip(extracted_memories, memory_vectors, strict=True))
     kept = _new_memories(uid, conversation_id, candidates)
-    memory_ids = _commit(uid, conversation_id, _timezone(uid), extraction, summary_vector, kept)
+    memory_ids = _commit(uid, conversation_id, zone, extraction, summary_vector, kept)
     if memory_ids is None:
         return Outcome("done")  # another delivery completed it meanwhile
     publish_events(uid, conversation_id, memory_ids)
     return Outcome("completed", memory_ids)
 
 
-def context(uid: str, conversation: dict[str, Any]) -> str:
+def context(uid: str, conversation: dict[str, Any], zone: ZoneInfo) -> str:
     """The per-conversation part of the prompt: language, times, timezone, transcript and the
-    user's open action items."""
-    zone = _timezone(uid)
+    user's open action items; times in the user's `zone`."""
     started = conversation.get("started_at") or conversation.get("created_at")
     finished = conversation.get("finished_at") or started
     lines = [
@@ -236,7 +238,6 @@ def _commit(
     """Write everything and mark the conversation `completed`, in one transaction that checks it
     is still `processing`. Returns the new memories' ids, or None if it was not processing."""
     from google.cloud import firestore
-    from google.cloud.firestore import FieldFilter
     from google.cloud.firestore_v1.vector import Vector
 
     conversation = store.document(uid, conversations.COLLECTION, conversation_id)
@@ -250,20 +251,16 @@ def _commit(
 
     @firestore.transactional
     def write(transaction: firestore.Transaction) -> bool:
-        current = conversation.get(transaction=transaction, field_paths=["status"]).to_dict()
+        current = conversation.get(
+            transaction=transaction, field_paths=["status", DERIVED_FIELD]
+        ).to_dict()
         if (current or {}).get("status") != ConversationStatus.processing:
             return False
         now = datetime.now(UTC)
-        earlier = [
-            snapshot.reference
-            for name in (memories.COLLECTION, action_items.COLLECTION)
-            for snapshot in transaction.get(
-                store.collection(uid, name).where(
-                    filter=FieldFilter("conversation_id", "==", conversation_id)
-                )
-            )
-            if not (snapshot.to_dict() or {}).get("manually_added")
-        ]
+        # What an earlier run made, by path: replaced, or deleted if this run has no such item.
+        # (Read from the conversation, not queried: a query in a transaction locks far more in
+        # the emulator, and concurrent deliveries then time out on each other's locks.)
+        earlier = [db().document(path) for path in (current or {}).get(DERIVED_FIELD, [])]
         written = set()
         for memory_id, (text, vector) in zip(memory_ids, new_memories, strict=True):
             reference = store.collection(uid, memories.COLLECTION).document(memory_id)
@@ -325,6 +322,7 @@ def _commit(
                 "last_error": None,
                 "events_published": False,
                 "new_memory_ids": list(memory_ids),
+                DERIVED_FIELD: sorted(written),
             },
         )
         return True
