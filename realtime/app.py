@@ -6,12 +6,18 @@ for exactly the paths of `routes`.
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from realtime.chat import chat
 from realtime.connections import ConnectionCounter
 from realtime.listen import listen
 
@@ -24,6 +30,7 @@ async def health(request: Request) -> JSONResponse:
 routes: list[BaseRoute] = [
     Route("/health", health, methods=["GET"]),
     WebSocketRoute("/v4/listen", listen),
+    WebSocketRoute("/chats/{chat_id}", chat),
 ]
 
 
@@ -33,9 +40,22 @@ async def http_error(request: Request, error: Exception) -> Response:
     return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
 
 
+@asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Once the service answers, import and build the chat agents in the background (about
+    2 s): the health check never waits for them, and the first chat seldom does."""
+    from shared import agent
+
+    warming = threading.Thread(target=agent.warm, name="warm-agents", daemon=True)
+    asyncio.get_running_loop().call_soon(warming.start)  # after startup: serving by then
+    yield
+
+
 def create_app() -> ConnectionCounter:
     """The service: the routes, wrapped in the connection counter that `/health` reports."""
-    app = Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+    app = Starlette(
+        routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan
+    )
     counter = ConnectionCounter(app)
     app.state.connections = counter
     return counter

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from realtime.auth import POLICY_VIOLATION, authenticate_websocket, close_reason
+from realtime.connections import send_if_open
 from shared import conversations
 from shared.audio import AudioFormat, AudioFormatError, Decoder, FrameTooLarge
 from shared.errors import ApiError
@@ -123,10 +124,7 @@ class Session:
     async def send(self, event: dict[str, Any]) -> None:
         """Tell the phone, if it is still there (the session may outlive it to store what the
         provider still has to say)."""
-        if self.websocket.application_state is not WebSocketState.CONNECTED:
-            return
-        with suppress(WebSocketDisconnect, RuntimeError, OSError):
-            await self.websocket.send_json(event)
+        await send_if_open(self.websocket, event)
 
     async def close(self, code: int, reason: str) -> None:
         if self.websocket.application_state is WebSocketState.CONNECTED:

@@ -17,10 +17,12 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from shared import store
 from shared.errors import Conflict
+from shared.logging import get_logger
 from shared.models import Model, Page
 from shared.pubsub import publish
 
 COLLECTION = "conversations"
+log = get_logger("conversations")
 FINISHED_TOPIC = "conversation.finished"
 # Silence that finishes a conversation, unless its session asked for another (API.md, Listen).
 DEFAULT_TIMEOUT_SECONDS = 120
@@ -308,3 +310,43 @@ def reprocess(uid: str, conversation_id: str) -> Conversation:
         {ConversationStatus.completed, ConversationStatus.failed},
         reason="reprocess",
     )
+
+
+SUMMARY_EMBEDDING_FIELD = "summary_embedding"
+
+
+def about(uid: str, topic: str, limit: int) -> list[Conversation]:
+    """The caller's conversations closest to `topic`: nearest by summary embedding (cosine), or,
+    without a working embedding model, the recent ones sharing most words with it."""
+    from shared import llm
+    from shared.memories import keywords
+
+    vector = None
+    if llm.configured():
+        try:
+            vector = llm.embed([topic])[0]
+        except llm.LLMError as error:
+            log.warning("conversation search falls back to keywords: %s", error.reason)
+    if vector is not None:
+        from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
+        from google.cloud.firestore_v1.vector import Vector
+
+        query = store.collection(uid, COLLECTION).find_nearest(
+            vector_field=SUMMARY_EMBEDDING_FIELD,
+            query_vector=Vector(vector),
+            distance_measure=DistanceMeasure.COSINE,
+            limit=limit,
+        )
+        return [
+            Conversation.model_validate({**(s.to_dict() or {}), "id": s.id}) for s in query.stream()
+        ]
+    wanted = set(keywords(topic))
+    recent = list_conversations(uid, ConversationQuery(limit=100))
+
+    def shared_words(found: Conversation) -> int:
+        return len(
+            wanted.intersection(keywords(f"{found.structured.title} {found.structured.overview}"))
+        )
+
+    ranked = sorted((c for c in recent if shared_words(c)), key=shared_words, reverse=True)
+    return ranked[:limit]

@@ -74,7 +74,7 @@ _client_key: tuple[Any, ...] | None = None
 
 
 @contextmanager
-def _calling(model: str) -> Iterator[None]:
+def calling(model: str) -> Iterator[None]:
     """The SDK's failures as `LLMError`s that name `model` ("language", "embedding")."""
     import openai
 
@@ -97,7 +97,7 @@ def structured(system: str, user: str, schema: type[T]) -> T:
     import openai
 
     try:
-        with _calling("language"):
+        with calling("language"):
             completion = client().chat.completions.parse(
                 model=get_settings().llm_model,
                 messages=[
@@ -125,7 +125,7 @@ def embed(texts: list[str]) -> list[list[float]]:
     """One embedding per text, `EMBEDDING_DIMENSIONS` long, in order."""
     if not texts:
         return []
-    with _calling("embedding"):
+    with calling("embedding"):
         answer = client().embeddings.create(
             model=get_settings().embedding_model,
             input=texts,

@@ -316,7 +316,7 @@ def _commit(
                         if (start := _when(event.start, zone)) is not None
                     ],
                 },
-                "summary_embedding": Vector(summary_vector),
+                conversations.SUMMARY_EMBEDDING_FIELD: Vector(summary_vector),
                 "completed_at": now,
                 "failure_reason": None,
                 "last_error": None,

@@ -76,19 +76,25 @@ def test_no_index_is_declared_that_no_query_needs(stack):
     assert _declared() == _shapes()
 
 
-def test_memory_search_has_its_vector_index():
-    """Production refuses `find_nearest` without it; the emulator does not care."""
-    vectors = [
-        (index["collectionGroup"], index["queryScope"], field["fieldPath"], field["vectorConfig"])
+def test_the_vector_searches_have_their_vector_indexes():
+    """Production refuses `find_nearest` without one; the emulator does not care."""
+    vectors = {
+        (
+            index["collectionGroup"],
+            index["queryScope"],
+            field["fieldPath"],
+            field["vectorConfig"]["dimension"],
+        )
         for index in _indexes()
         for field in index["fields"]
         if "vectorConfig" in field
-    ]
-    assert vectors == [
+    }
+    assert vectors == {
+        (memories.COLLECTION, "COLLECTION", memories.EMBEDDING_FIELD, llm.EMBEDDING_DIMENSIONS),
         (
-            memories.COLLECTION,
+            conversations.COLLECTION,
             "COLLECTION",
-            memories.EMBEDDING_FIELD,
-            {"dimension": llm.EMBEDDING_DIMENSIONS, "flat": {}},
-        )
-    ]
+            conversations.SUMMARY_EMBEDDING_FIELD,
+            llm.EMBEDDING_DIMENSIONS,
+        ),
+    }

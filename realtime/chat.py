@@ -1,0 +1,156 @@
+"""`WS /chats/{chat_id}`: the user chats with the agent, which streams its answer.
+
+One socket carries many turns. A text frame is a message (plain text or `{"message": "..."}`);
+messages are answered one after another, in order (also across two sockets on one chat, within
+this instance). Each turn streams the events of API.md ("Chat") and ends with `end_of_stream`
+and `suggested_prompts`. A frame that is not a usable message gets an `error` event and the
+socket stays open; so does a turn the model fails (`error`, then `end_of_stream`).
+
+The user's message is stored before the turn, the answer after it (with the ids of the memories
+and conversations it cited, and the agent and tools it used); the chat's last messages are the
+context of the next turn. If the phone goes away mid-answer, the turn is cancelled, which closes
+the model's stream (no tokens are paid for nobody), and the partial answer is stored as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from realtime.auth import POLICY_VIOLATION, authenticate_websocket
+from realtime.connections import send_if_open
+from shared import chats, llm
+from shared.agent import Turn
+from shared.logging import get_logger
+
+log = get_logger("chat")
+
+MAX_MESSAGE_CHARS = 4000
+# Messages waiting behind the one being answered; more is a client gone wrong.
+MAX_QUEUED = 10
+_chat_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+
+class BadFrame(ValueError):
+    """A frame that is not a message; the reason goes back in an `error` event."""
+
+
+def parse_message(message: Mapping[str, Any]) -> str:
+    """The text of a WebSocket message, or `BadFrame`."""
+    raw = message.get("text")
+    if raw is None:
+        raise BadFrame('send text frames: plain text or {"message": "..."}')
+    text = raw
+    if raw.lstrip().startswith("{"):
+        try:
+            body = json.loads(raw)
+        except ValueError as error:
+            raise BadFrame('not valid JSON; send plain text or {"message": "..."}') from error
+        if not isinstance(body, dict) or not isinstance(body.get("message"), str):
+            raise BadFrame("a JSON frame needs a string field message")
+        text = body["message"]
+    text = text.strip()
+    if not text:
+        raise BadFrame("the message is empty")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise BadFrame(f"the message is too long (at most {MAX_MESSAGE_CHARS} characters)")
+    return text
+
+
+async def chat(websocket: WebSocket) -> None:
+    caller = await authenticate_websocket(websocket)
+    if caller is None:
+        return
+    chat_id = websocket.path_params["chat_id"]
+    await websocket.accept()
+    if not chats.valid_chat_id(chat_id):
+        await websocket.close(POLICY_VIOLATION, "chat_id must be 1-64 letters, digits, - or _")
+        return
+    await ChatSession(websocket, caller.uid, chat_id).run()
+
+
+class ChatSession:
+    def __init__(self, websocket: WebSocket, uid: str, chat_id: str):
+        self.websocket = websocket
+        self.uid = uid
+        self.chat_id = chat_id
+        self.queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
+        self.sending = asyncio.Lock()
+
+    async def send(self, event: dict[str, Any]) -> None:
+        async with self.sending:
+            await send_if_open(self.websocket, event)
+
+    async def run(self) -> None:
+        answering = asyncio.create_task(self._answer())
+        try:
+            await self._receive()
+        finally:
+            answering.cancel()  # the phone is gone: stop the turn and the model's stream
+            await asyncio.gather(answering, return_exceptions=True)
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                message = await self.websocket.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                text = parse_message(message)
+                self.queue.put_nowait(text)
+            except BadFrame as error:
+                await self.send({"type": "error", "detail": str(error)})
+            except asyncio.QueueFull:
+                await self.send({"type": "error", "detail": "too many messages waiting"})
+
+    async def _answer(self) -> None:
+        while True:
+            text = await self.queue.get()
+            async with _chat_locks[(self.uid, self.chat_id)]:
+                await self._turn(text)
+
+    async def _turn(self, text: str) -> None:
+        history = await run_in_threadpool(chats.history, self.uid, self.chat_id)
+        await run_in_threadpool(chats.add_message, self.uid, self.chat_id, "user", text)
+        turn = Turn(self.uid, text, history)
+        try:
+            async for event in turn.events():
+                await self.send(event)
+        except llm.LLMError as error:
+            log.warning("chat turn failed: %s", error.reason)
+            await self.send(
+                {"type": "error", "detail": error.reason[:1].upper() + error.reason[1:]}
+            )
+        finally:
+            # Stored even when the turn is cancelled (the phone left): shielded from it.
+            await asyncio.shield(run_in_threadpool(self._store, turn))
+        await self.send({"type": "end_of_stream"})
+        if turn.complete:
+            await self.send({"type": "suggested_prompts", "prompts": turn.suggestions})
+
+    def _store(self, turn: Turn) -> None:
+        if turn.answer:
+            chats.add_message(
+                self.uid,
+                self.chat_id,
+                "assistant",
+                turn.answer,
+                agent=turn.agent,
+                tools=turn.tools,
+                citations=[{"n": c.n, "kind": c.kind, "id": c.id} for c in turn.citations],
+                memory_ids=[c.id for c in turn.citations if c.kind == "memory"],
+                conversation_ids=[c.id for c in turn.citations if c.kind == "conversation"],
+                interrupted=not turn.complete,
+            )
+        if turn.usage:
+            from shared.settings import get_settings
+
+            chats.record_usage(self.uid, get_settings().llm_model, **turn.usage)

@@ -1,0 +1,220 @@
+"""`WS /chats/{chat_id}` through the stack's port, the agent driven by the OpenAI double.
+
+Each test answers only the model requests that carry its own marker (a `responder`), so a
+request left over from an earlier test cannot take its replies.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+import uuid
+from contextlib import suppress
+
+from google.cloud.firestore import FieldFilter
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.support.openai_double import Reply, http_error, text, tool_call, tool_calls
+
+
+def _url(stack, user, chat_id: str | None = None) -> str:
+    return (
+        f"ws://127.0.0.1:{stack.ports.http}/chats/{chat_id or uuid.uuid4().hex}?token={user.token}"
+    )
+
+
+def _answer(openai, marker: str, replies: list[Reply]) -> list[dict]:
+    """This test's model requests get `replies` in turn (then the last again); returns the
+    bodies of those requests."""
+    seen: list[dict] = []
+    counter = itertools.count()
+
+    def respond(request) -> Reply:
+        if marker not in json.dumps(request.messages):
+            return http_error(503, "not this test's chat")
+        seen.append(request.body)
+        return replies[min(next(counter), len(replies) - 1)]
+
+    openai.responder = respond
+    return seen
+
+
+def _turn(socket) -> list[dict]:
+    """Events until `suggested_prompts` (or `end_of_stream` after an error)."""
+    events = []
+    while True:
+        event = json.loads(socket.recv(timeout=20))
+        events.append(event)
+        if event["type"] == "suggested_prompts":
+            return events
+        if event["type"] == "end_of_stream" and any(e["type"] == "error" for e in events):
+            return events
+
+
+def _memory(api, user, content: str) -> str:
+    reply = api.post("/v1/memories", json={"content": content}, headers=user.bearer)
+    assert reply.status_code == 201
+    return reply.json()["id"]
+
+
+def _stored(firestore, uid: str, chat_id: str) -> list[dict]:
+    messages = firestore.collection(f"users/{uid}/chats/{chat_id}/messages")
+    return sorted((m.to_dict() for m in messages.stream()), key=lambda m: m["created_at"])
+
+
+def test_a_turn_that_uses_a_tool_streams_its_events_in_order_and_cites_the_memory(
+    stack, api, user, firestore, openai
+):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    memory_id = _memory(api, user, f"The user's favourite tea is {marker} oolong.")
+    seen = _answer(
+        openai,
+        marker,
+        [
+            tool_calls(tool_call("transfer_to_recall", {})),
+            tool_calls(tool_call("search_memories", {"query": f"{marker} tea", "limit": 5})),
+            text(f"Your favourite tea is {marker} oolong [1]."),
+        ],
+    )
+    chat_id = uuid.uuid4().hex
+    with connect(_url(stack, user, chat_id)) as socket:
+        socket.send(f"Which tea do I like, {marker}?")
+        events = _turn(socket)
+
+    kinds = [event["type"] for event in events]
+    assert kinds[:3] == ["handoff", "tool_call", "tool_output"]
+    assert set(kinds[3:-2]) == {"raw_response_event"} and len(kinds[3:-2]) >= 2
+    assert kinds[-2:] == ["end_of_stream", "suggested_prompts"]
+    assert events[0] == {"type": "handoff", "new_agent": "Recall", "current_agent": "Mnemo"}
+    assert events[1]["name"] == "search_memories" and events[1]["current_agent"] == "Recall"
+    output = events[2]["output"]
+    assert output["response_type"] == "memories" and output["agent_name"] == "Recall"
+    assert output["response"]["memories"][0]["n"] == 1
+    assert marker in output["response"]["memories"][0]["content"]
+    answer = "".join(e["delta"] for e in events if e["type"] == "raw_response_event")
+    assert answer == f"Your favourite tea is {marker} oolong [1]."
+    assert all(e["current_agent"] == "Recall" for e in events if e["type"] == "raw_response_event")
+    assert events[-1]["prompts"] and all(isinstance(p, str) for p in events[-1]["prompts"])
+
+    # One streamed turn: the handoff, the tool call and the answer, no extra round trip first.
+    assert len(seen) == 3 and all(body["stream"] for body in seen)
+    user_message, assistant = _stored(firestore, user.uid, chat_id)
+    assert user_message["role"] == "user" and marker in user_message["text"]
+    assert assistant["text"] == answer and assistant["agent"] == "Recall"
+    assert assistant["memory_ids"] == [memory_id] and assistant["interrupted"] is False
+    assert assistant["tools"] == ["search_memories"]
+
+
+def test_a_chat_never_retrieves_another_users_memories(stack, api, auth_emulator, openai):
+    owner, asker = auth_emulator.sign_up(), auth_emulator.sign_up()
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    planted = _memory(api, owner, f"The user's safe code is {marker}.")
+    _answer(
+        openai,
+        marker,
+        [
+            tool_calls(tool_call("transfer_to_recall", {})),
+            tool_calls(tool_call("search_memories", {"query": f"safe code {marker}", "limit": 20})),
+            text("I found nothing."),
+        ],
+    )
+    with connect(_url(stack, asker)) as socket:
+        socket.send(f"What is the safe code {marker}?")
+        events = _turn(socket)
+    outputs = [e["output"] for e in events if e["type"] == "tool_output"]
+    assert outputs and outputs[0]["response"]["memories"] == []
+    assert planted not in json.dumps(events) and marker not in json.dumps(outputs)
+
+
+def test_disconnecting_mid_stream_closes_the_model_stream_within_a_second(
+    stack, user, firestore, openai
+):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    long_answer = " ".join(f"word{i}" for i in range(100))
+    _answer(openai, marker, [text(long_answer, chunk_delay=0.2)])
+    chat_id = uuid.uuid4().hex
+    with connect(_url(stack, user, chat_id)) as socket:
+        socket.send(f"Tell me a long story {marker}")
+        first = json.loads(socket.recv(timeout=20))
+        assert first["type"] == "raw_response_event"
+    closed_at = time.monotonic()
+    request = next(r for r in openai.chat_requests if marker in json.dumps(r.messages))
+    openai.wait_until(lambda: request.disconnected_at is not None, timeout=5)
+    assert request.disconnected_at - closed_at < 1.0
+    assert request.chunks_sent < 50  # not streamed to the end for nobody
+    deadline = time.monotonic() + 5
+    while len(_stored(firestore, user.uid, chat_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assistant = _stored(firestore, user.uid, chat_id)[-1]
+    assert assistant["role"] == "assistant" and assistant["interrupted"] is True
+
+
+def test_bad_frames_get_an_error_and_the_socket_stays_open(stack, user, openai):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    _answer(openai, marker, [text("Still here.")])
+    with connect(_url(stack, user), max_size=None) as socket:
+        for frame in [b"\x00\x01garbage", "   ", '{"message": 5}', "{not json", "x" * 100_000]:
+            socket.send(frame)
+            event = json.loads(socket.recv(timeout=10))
+            assert event["type"] == "error" and event["detail"], frame[:20]
+        socket.send(f"Are you there {marker}?")
+        events = _turn(socket)
+    assert "".join(e.get("delta", "") for e in events) == "Still here."
+
+
+def test_a_failing_model_is_an_error_event_and_the_next_message_works(stack, user, openai):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    _answer(openai, marker, [http_error(500), text("Back again.")])
+    with connect(_url(stack, user)) as socket:
+        socket.send(f"Hello {marker}")
+        failed = _turn(socket)
+        socket.send(json.dumps({"message": f"Hello again {marker}"}))
+        worked = _turn(socket)
+    assert [e["type"] for e in failed] == ["error", "end_of_stream"]
+    assert "500" in failed[0]["detail"]
+    assert "".join(e.get("delta", "") for e in worked) == "Back again."
+
+
+def test_two_messages_are_answered_in_order_with_the_first_as_context(
+    stack, user, firestore, openai
+):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    seen = _answer(openai, marker, [text("First answer.", chunk_delay=0.05), text("Second.")])
+    with connect(_url(stack, user)) as socket:
+        socket.send(f"One {marker}")
+        socket.send(f"Two {marker}")
+        first, second = _turn(socket), _turn(socket)
+    assert "".join(e.get("delta", "") for e in first) == "First answer."
+    assert "".join(e.get("delta", "") for e in second) == "Second."
+    contents = [m["content"] for m in seen[1]["messages"] if m["role"] != "system"]
+    assert contents == [f"One {marker}", "First answer.", f"Two {marker}"]
+
+
+def test_token_usage_is_recorded_per_user_and_model(stack, user, firestore, openai):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    _answer(openai, marker, [text("Counted.")])
+    with connect(_url(stack, user)) as socket:
+        socket.send(f"Count me {marker}")
+        _turn(socket)
+    deadline = time.monotonic() + 5
+    records: list[dict] = []
+    while not records and time.monotonic() < deadline:
+        records = [
+            d.to_dict()
+            for d in firestore.collection("usage")
+            .where(filter=FieldFilter("uid", "==", user.uid))
+            .stream()
+        ]
+        time.sleep(0.1)
+    assert len(records) == 1
+    assert records[0]["model"] == "gpt-4.1-mini" and records[0]["requests"] == 1
+    assert records[0]["input_tokens"] > 0 and records[0]["output_tokens"] > 0
+
+
+def test_a_bad_chat_id_closes_with_1008(stack, user):
+    with connect(_url(stack, user, "bad.id")) as socket:
+        with suppress(ConnectionClosed, TimeoutError):
+            socket.recv(timeout=5)
+        assert socket.protocol.close_rcvd is not None and socket.protocol.close_rcvd.code == 1008
