@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from realtime.chat import chat
 from realtime.connections import ConnectionCounter
 from realtime.listen import listen
+from realtime.messages import create_message, delete_messages, list_messages
 
 
 async def health(request: Request) -> JSONResponse:
@@ -31,6 +32,9 @@ routes: list[BaseRoute] = [
     Route("/health", health, methods=["GET"]),
     WebSocketRoute("/v4/listen", listen),
     WebSocketRoute("/chats/{chat_id}", chat),
+    Route("/v2/messages", create_message, methods=["POST"]),
+    Route("/v2/messages", list_messages, methods=["GET"]),
+    Route("/v2/messages", delete_messages, methods=["DELETE"]),
 ]
 
 

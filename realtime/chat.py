@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -28,6 +29,7 @@ from realtime.connections import send_if_open
 from shared import chats, llm
 from shared.agent import Turn
 from shared.logging import get_logger
+from shared.settings import get_settings
 
 log = get_logger("chat")
 
@@ -114,43 +116,57 @@ class ChatSession:
     async def _answer(self) -> None:
         while True:
             text = await self.queue.get()
-            async with _chat_locks[(self.uid, self.chat_id)]:
-                await self._turn(text)
+            async with stored_turn(self.uid, self.chat_id, text) as turn:
+                try:
+                    async for event in turn.events():
+                        await self.send(event)
+                except Exception as error:
+                    await self.send({"type": "error", "detail": failure(error)})
+            await self.send({"type": "end_of_stream"})
+            if turn.complete:
+                await self.send({"type": "suggested_prompts", "prompts": turn.suggestions})
 
-    async def _turn(self, text: str) -> None:
-        history = await run_in_threadpool(chats.history, self.uid, self.chat_id)
-        await run_in_threadpool(chats.add_message, self.uid, self.chat_id, "user", text)
-        turn = Turn(self.uid, text, history)
+
+def failure(error: Exception) -> str:
+    """What the user is told about a turn that failed (logged here)."""
+    if isinstance(error, llm.LLMError):
+        log.warning("chat turn failed: %s", error.reason)
+        return error.reason[:1].upper() + error.reason[1:]
+    log.exception("chat turn failed", exc_info=error)
+    return "Something went wrong; try again."
+
+
+@asynccontextmanager
+async def stored_turn(
+    uid: str, chat_id: str, text: str, context: list[dict[str, str]] | None = None
+) -> AsyncIterator[Turn]:
+    """A turn of the chat, one at a time per chat: the question is stored before it, the answer
+    (with what it cited) after it, even when the turn is cancelled; the chat's last messages
+    (and `context`, if given) are its history. The stored answer is `turn.stored`."""
+    async with _chat_locks[(uid, chat_id)]:
+        history = await run_in_threadpool(chats.history, uid, chat_id)
+        await run_in_threadpool(chats.add_message, uid, chat_id, "user", text)
+        turn = Turn(uid, text, [*(context or []), *history])
         try:
-            async for event in turn.events():
-                await self.send(event)
-        except llm.LLMError as error:
-            log.warning("chat turn failed: %s", error.reason)
-            await self.send(
-                {"type": "error", "detail": error.reason[:1].upper() + error.reason[1:]}
-            )
+            yield turn
         finally:
-            # Stored even when the turn is cancelled (the phone left): shielded from it.
-            await asyncio.shield(run_in_threadpool(self._store, turn))
-        await self.send({"type": "end_of_stream"})
-        if turn.complete:
-            await self.send({"type": "suggested_prompts", "prompts": turn.suggestions})
+            # Shielded: a cancelled turn (the client left) still stores what it said.
+            await asyncio.shield(run_in_threadpool(_store, uid, chat_id, turn))
 
-    def _store(self, turn: Turn) -> None:
-        if turn.answer:
-            chats.add_message(
-                self.uid,
-                self.chat_id,
-                "assistant",
-                turn.answer,
-                agent=turn.agent,
-                tools=turn.tools,
-                citations=[{"n": c.n, "kind": c.kind, "id": c.id} for c in turn.citations],
-                memory_ids=[c.id for c in turn.citations if c.kind == "memory"],
-                conversation_ids=[c.id for c in turn.citations if c.kind == "conversation"],
-                interrupted=not turn.complete,
-            )
-        if turn.usage:
-            from shared.settings import get_settings
 
-            chats.record_usage(self.uid, get_settings().llm_model, **turn.usage)
+def _store(uid: str, chat_id: str, turn: Turn) -> None:
+    if turn.answer:
+        turn.stored = chats.add_message(
+            uid,
+            chat_id,
+            "assistant",
+            turn.answer,
+            agent=turn.agent,
+            tools=turn.tools,
+            citations=[{"n": c.n, "kind": c.kind, "id": c.id} for c in turn.citations],
+            memory_ids=[c.id for c in turn.citations if c.kind == "memory"],
+            conversation_ids=[c.id for c in turn.citations if c.kind == "conversation"],
+            interrupted=not turn.complete,
+        )
+    if turn.usage:
+        chats.record_usage(uid, get_settings().llm_model, **turn.usage)

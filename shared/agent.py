@@ -236,6 +236,7 @@ class Turn:
     citations: list[Citation] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
     complete: bool = False
+    stored: dict[str, Any] | None = None  # the answer as stored (`realtime.chat.stored_turn`)
 
     @property
     def suggestions(self) -> list[str]:

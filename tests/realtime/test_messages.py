@@ -1,0 +1,160 @@
+"""`/v2/messages` through the stack's port: the streamed chat of Omi's API."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import time
+import uuid
+
+import httpx
+import pytest
+
+from tests.support import seed
+from tests.support.openai_double import Reply, http_error, text, tool_call, tool_calls
+
+
+def _answer(openai, marker: str, replies: list[Reply]) -> None:
+    counter = itertools.count()
+
+    def respond(request) -> Reply:
+        if marker not in json.dumps(request.messages):
+            return http_error(503, "not this test's chat")
+        return replies[min(next(counter), len(replies) - 1)]
+
+    openai.responder = respond
+
+
+def _lines(reply: httpx.Response) -> list[str]:
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["content-type"].startswith("text/event-stream")
+    return [line for line in reply.text.split("\n\n") if line]
+
+
+def _done(lines: list[str]) -> dict:
+    assert lines[-1].startswith("done: ")
+    return json.loads(base64.b64decode(lines[-1].removeprefix("done: ")))
+
+
+def test_an_answer_streams_thinking_text_and_the_stored_message_with_its_citations(
+    api, user, openai
+):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    memory = api.post(
+        "/v1/memories", json={"content": f"The user plays {marker} chess."}, headers=user.bearer
+    ).json()
+    _answer(
+        openai,
+        marker,
+        [
+            tool_calls(tool_call("transfer_to_recall", {})),
+            tool_calls(tool_call("search_memories", {"query": f"{marker} chess", "limit": 3})),
+            text(f"You play {marker} chess [1].\nEvery week."),
+        ],
+    )
+    reply = api.post(
+        "/v2/messages", json={"message": f"What do I play? {marker}"}, headers=user.bearer
+    )
+    lines = _lines(reply)
+    assert lines[0] == "think: Search memories"
+    chunks = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    assert "".join(chunks) == f"You play {marker} chess [1].__CRLF__Every week."
+    stored = _done(lines)
+    assert stored["sender"] == "ai" and stored["memory_ids"] == [memory["id"]]
+    assert stored["text"] == f"You play {marker} chess [1].\nEvery week."
+
+    history = api.get("/v2/messages", params={"limit": 2}, headers=user.bearer).json()
+    assert [m["sender"] for m in history] == ["ai", "human"]
+    assert history[0]["id"] == stored["id"]
+    assert api.delete("/v2/messages", headers=user.bearer).status_code == 204
+    assert api.get("/v2/messages", headers=user.bearer).json() == []
+
+
+def test_a_failing_model_ends_the_stream_with_an_error_line(api, user, openai):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    _answer(openai, marker, [http_error(500)])
+    lines = _lines(api.post("/v2/messages", json={"message": marker}, headers=user.bearer))
+    assert lines == ["error: The language model answered 500"]
+
+
+def test_a_question_about_a_conversation_gets_it_as_context(api, user, firestore, openai):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    conversation_id = seed.conversation(
+        firestore, user.uid, structured={"title": f"Budget {marker}", "overview": "Numbers."}
+    )
+    _answer(openai, marker, [text("It was about the budget.")])
+    body = {"message": "What was it about?", "conversation_id": conversation_id}
+    lines = _lines(api.post("/v2/messages", json=body, headers=user.bearer))
+    assert _done(lines)["text"] == "It was about the budget."
+    request = next(r for r in openai.chat_requests if marker in json.dumps(r.messages))
+    assert f"Budget {marker}" in json.dumps(request.messages)
+
+
+def test_disconnecting_mid_stream_closes_the_model_stream_within_a_second(stack, user, openai):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    _answer(openai, marker, [text(" ".join(f"w{i}" for i in range(100)), chunk_delay=0.2)])
+    with (
+        httpx.Client(base_url=stack.base_url, timeout=20) as client,
+        client.stream(
+            "POST", "/v2/messages", json={"message": marker}, headers=user.bearer
+        ) as reply,
+    ):
+        for line in reply.iter_lines():
+            if line.startswith("data: "):
+                break
+    closed_at = time.monotonic()
+    request = next(r for r in openai.chat_requests if marker in json.dumps(r.messages))
+    openai.wait_until(lambda: request.disconnected_at is not None, timeout=5)
+    assert request.disconnected_at - closed_at < 1.0
+    assert request.chunks_sent < 50
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "named"),
+    [
+        ({}, 422, "message"),
+        ({"message": ""}, 422, "message"),
+        ({"message": "hi", "extra": 1}, 422, "extra"),
+        ({"message": 5}, 422, "message"),
+        ({"message": "x" * 4001}, 422, "message"),
+        ({"message": "x" * (1024 * 1024)}, 413, "bytes"),
+    ],
+)
+def test_bad_bodies_are_rejected_naming_the_problem(api, user, body, status, named):
+    reply = api.post("/v2/messages", json=body, headers=user.bearer)
+    assert reply.status_code == status and named in reply.json()["detail"]
+
+
+def test_not_json_is_422_and_someone_elses_conversation_is_404(api, auth_emulator, firestore):
+    owner, other = auth_emulator.sign_up(), auth_emulator.sign_up()
+    reply = api.post("/v2/messages", content=b"hello", headers=owner.bearer)
+    assert reply.status_code == 422 and "JSON" in reply.json()["detail"]
+    conversation_id = seed.conversation(firestore, owner.uid)
+    body = {"message": "what was it?", "conversation_id": conversation_id}
+    reply = api.post("/v2/messages", json=body, headers=other.bearer)
+    assert reply.status_code == 404 and reply.json()["detail"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+@pytest.mark.parametrize("token", [None, "garbage"])
+def test_every_method_needs_a_user(api, method, token):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    reply = api.request(method, "/v2/messages", json={"message": "hi"}, headers=headers)
+    assert reply.status_code == 401 and reply.json()["detail"]
+
+
+def test_bad_limits_are_422(api, user):
+    for limit in ("0", "101", "x"):
+        reply = api.get("/v2/messages", params={"limit": limit}, headers=user.bearer)
+        assert reply.status_code == 422 and "limit" in reply.json()["detail"]
+
+
+def test_without_a_language_model_posting_is_503(stack, user, monkeypatch):
+    from starlette.testclient import TestClient
+
+    from realtime.app import app
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    reply = TestClient(app).post("/v2/messages", json={"message": "hi"}, headers=user.bearer)
+    assert reply.status_code == 503 and "not configured" in reply.json()["detail"]
