@@ -218,3 +218,30 @@ def test_a_bad_chat_id_closes_with_1008(stack, user):
         with suppress(ConnectionClosed, TimeoutError):
             socket.recv(timeout=5)
         assert socket.protocol.close_rcvd is not None and socket.protocol.close_rcvd.code == 1008
+
+
+def test_a_turn_runs_at_most_ten_tool_calls(stack, api, user, openai):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    _memory(api, user, f"The user collects {marker} stamps.")
+
+    def searches(count: int) -> list:
+        query = {"query": f"{marker} stamps", "limit": 1}
+        return [tool_call("search_memories", query) for _ in range(count)]  # distinct call ids
+
+    _answer(
+        openai,
+        marker,
+        [
+            tool_calls(tool_call("transfer_to_recall", {})),
+            tool_calls(*searches(6)),
+            tool_calls(*searches(6)),  # the 11th and 12th calls are refused
+            text("Stamps [1]."),
+        ],
+    )
+    with connect(_url(stack, user)) as socket:
+        socket.send(f"What do I collect? {marker}")
+        events = _turn(socket)
+    outputs = [e["output"] for e in events if e["type"] == "tool_output"]
+    assert [o["response_type"] for o in outputs] == ["memories"] * 10 + ["error"] * 2
+    assert "at most 10 tool calls" in outputs[-1]["response"]["error"]
+    assert events[-1]["type"] == "suggested_prompts"
