@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
+from weakref import WeakValueDictionary
 
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -36,7 +36,8 @@ log = get_logger("chat")
 MAX_MESSAGE_CHARS = 4000
 # Messages waiting behind the one being answered; more is a client gone wrong.
 MAX_QUEUED = 10
-_chat_locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+# One turn at a time per chat in this instance; a lock lives while a turn holds or awaits it.
+_chat_locks: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
 
 
 class BadFrame(ValueError):
@@ -116,14 +117,15 @@ class ChatSession:
     async def _answer(self) -> None:
         while True:
             text = await self.queue.get()
-            async with stored_turn(self.uid, self.chat_id, text) as turn:
-                try:
+            turn: Turn | None = None
+            try:
+                async with stored_turn(self.uid, self.chat_id, text) as turn:
                     async for event in turn.events():
                         await self.send(event)
-                except Exception as error:
-                    await self.send({"type": "error", "detail": failure(error)})
+            except Exception as error:  # the socket outlives a failed turn
+                await self.send({"type": "error", "detail": failure(error)})
             await self.send({"type": "end_of_stream"})
-            if turn.complete:
+            if turn is not None and turn.complete:
                 await self.send({"type": "suggested_prompts", "prompts": turn.suggestions})
 
 
@@ -143,7 +145,10 @@ async def stored_turn(
     """A turn of the chat, one at a time per chat: the question is stored before it, the answer
     (with what it cited) after it, even when the turn is cancelled; the chat's last messages
     (and `context`, if given) are its history. The stored answer is `turn.stored`."""
-    async with _chat_locks[(uid, chat_id)]:
+    lock = _chat_locks.get((uid, chat_id))
+    if lock is None:
+        lock = _chat_locks[(uid, chat_id)] = asyncio.Lock()
+    async with lock:
         history = await run_in_threadpool(chats.history, uid, chat_id)
         await run_in_threadpool(chats.add_message, uid, chat_id, "user", text)
         turn = Turn(uid, text, [*(context or []), *history])

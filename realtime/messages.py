@@ -113,16 +113,16 @@ def _conversation_context(uid: str, conversation_id: str | None) -> list[dict[st
 
 
 async def _stream(uid: str, text: str, context: list[dict[str, str]]) -> AsyncIterator[str]:
-    async with stored_turn(uid, CHAT_ID, text, context) as turn:
-        try:
+    try:
+        async with stored_turn(uid, CHAT_ID, text, context) as turn:
             async for event in turn.events():
                 if event["type"] == "raw_response_event":
                     yield f"data: {event['delta'].replace(chr(10), NEWLINE)}\n\n"
                 elif event["type"] == "tool_call":
                     yield f"think: {event['description']}\n\n"
-        except Exception as error:
-            yield f"error: {failure(error)}\n\n"
-            return
+    except Exception as error:  # the status line is sent: the stream says it instead
+        yield f"error: {failure(error)}\n\n"
+        return
     stored = _public(turn.stored or {})
     yield f"done: {base64.b64encode(json.dumps(stored, default=str).encode()).decode()}\n\n"
 

@@ -245,3 +245,21 @@ def test_a_turn_runs_at_most_ten_tool_calls(stack, api, user, openai):
     assert [o["response_type"] for o in outputs] == ["memories"] * 10 + ["error"] * 2
     assert "at most 10 tool calls" in outputs[-1]["response"]["error"]
     assert events[-1]["type"] == "suggested_prompts"
+
+
+def test_a_model_calling_a_tool_that_does_not_exist_fails_the_turn_not_the_socket(
+    stack, user, openai
+):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    _answer(
+        openai,
+        marker,
+        [tool_calls(tool_call("launch_rockets", {})), text("Recovered.")],
+    )
+    with connect(_url(stack, user)) as socket:
+        socket.send(f"Do something odd {marker}")
+        failed = _turn(socket)
+        socket.send(f"Try again {marker}")
+        worked = _turn(socket)
+    assert [e["type"] for e in failed] == ["error", "end_of_stream"]
+    assert "".join(e.get("delta", "") for e in worked) == "Recovered."
