@@ -252,6 +252,7 @@ class Turn:
         from agents import (
             AgentUpdatedStreamEvent,
             MaxTurnsExceeded,
+            ModelBehaviorError,
             RawResponsesStreamEvent,
             RunItemStreamEvent,
             Runner,
@@ -286,6 +287,8 @@ class Turn:
                             yield mapped
         except MaxTurnsExceeded as error:
             raise llm.LLMError("the agent took too many steps for one message") from error
+        except ModelBehaviorError as error:  # e.g. a call to a tool that does not exist
+            raise llm.LLMError(f"the language model misbehaved ({error.message})") from error
         finally:
             if not result.is_complete:
                 result.cancel()

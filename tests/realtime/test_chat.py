@@ -262,4 +262,5 @@ def test_a_model_calling_a_tool_that_does_not_exist_fails_the_turn_not_the_socke
         socket.send(f"Try again {marker}")
         worked = _turn(socket)
     assert [e["type"] for e in failed] == ["error", "end_of_stream"]
+    assert "misbehaved" in failed[0]["detail"] and "launch_rockets" in failed[0]["detail"]
     assert "".join(e.get("delta", "") for e in worked) == "Recovered."
