@@ -264,3 +264,90 @@ def test_a_model_calling_a_tool_that_does_not_exist_fails_the_turn_not_the_socke
     assert [e["type"] for e in failed] == ["error", "end_of_stream"]
     assert "misbehaved" in failed[0]["detail"] and "launch_rockets" in failed[0]["detail"]
     assert "".join(e.get("delta", "") for e in worked) == "Recovered."
+
+
+def _completed_conversation(firestore, uid: str, title: str, overview: str, started) -> str:
+    from google.cloud.firestore_v1.vector import Vector
+
+    from tests.support import seed
+    from tests.support.openai_double import embed
+
+    return seed.conversation(
+        firestore,
+        uid,
+        created_at=started,
+        structured={"title": title, "overview": overview, "emoji": "🗓"},
+        summary_embedding=Vector(embed(f"{title}. {overview}")),
+    )
+
+
+def test_recall_finds_conversations_by_topic_and_by_date_and_cites_them(
+    stack, user, firestore, openai
+):
+    from datetime import UTC, datetime
+
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    boat = _completed_conversation(
+        firestore,
+        user.uid,
+        f"Buying a {marker} sailboat",
+        "The user and Sarah compared two used sailboats.",
+        datetime(2026, 3, 14, 10, tzinfo=UTC),
+    )
+    _completed_conversation(
+        firestore, user.uid, "Dentist", "Booked a check-up.", datetime(2026, 3, 20, tzinfo=UTC)
+    )
+    chat_id = uuid.uuid4().hex
+    _answer(
+        openai,
+        marker,
+        [
+            tool_calls(tool_call("transfer_to_recall", {})),
+            tool_calls(
+                tool_call("conversations_about", {"topic": f"{marker} sailboat"}),
+                tool_call(
+                    "conversations_between", {"start_date": "2026-03-14", "end_date": "2026-03-14"}
+                ),
+                tool_call("conversations_between", {"start_date": "March", "end_date": "x"}),
+            ),
+            text("You talked with Sarah about a sailboat [1]."),
+        ],
+    )
+    with connect(_url(stack, user, chat_id)) as socket:
+        socket.send(f"What did I discuss about the {marker} boat?")
+        events = _turn(socket)
+    about, between, bad = [e["output"] for e in events if e["type"] == "tool_output"]
+    assert about["response"]["conversations"][0]["title"] == f"Buying a {marker} sailboat"
+    assert about["response"]["conversations"][0]["n"] == 1
+    assert [c["title"] for c in between["response"]["conversations"]] == [
+        f"Buying a {marker} sailboat"
+    ]
+    assert between["response"]["conversations"][0]["n"] == 1  # the same source, one number
+    assert bad["response_type"] == "error" and "YYYY-MM-DD" in bad["response"]["error"]
+    stored = _stored(firestore, user.uid, chat_id)[-1]
+    assert stored["conversation_ids"] == [boat] and stored["memory_ids"] == []
+
+
+def test_tasks_lists_the_users_pending_action_items(stack, api, user, openai):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    created = api.post(
+        "/v1/action-items", json={"description": f"Water the {marker} plants"}, headers=user.bearer
+    ).json()
+    _answer(
+        openai,
+        marker,
+        [
+            tool_calls(tool_call("transfer_to_tasks", {})),
+            tool_calls(tool_call("list_action_items", {"status": "pending"})),
+            text("Water the plants [1]."),
+        ],
+    )
+    with connect(_url(stack, user)) as socket:
+        socket.send(f"What do I have to do? {marker}")
+        events = _turn(socket)
+    assert events[0] == {"type": "handoff", "new_agent": "Tasks", "current_agent": "Mnemo"}
+    output = next(e["output"] for e in events if e["type"] == "tool_output")
+    assert output["agent_name"] == "Tasks"
+    assert [i["description"] for i in output["response"]["action_items"]] == [
+        created["description"]
+    ]
