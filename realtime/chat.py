@@ -85,12 +85,18 @@ class ChatSession:
         self.chat_id = chat_id
         self.queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
         self.sending = asyncio.Lock()
+        # The chat's last messages: read while the user types the first message, then kept up
+        # to date by this socket's turns (so no turn waits for a read before its first token).
+        self.history: asyncio.Future[list[dict[str, str]]] | None = None
 
     async def send(self, event: dict[str, Any]) -> None:
         async with self.sending:
             await send_if_open(self.websocket, event)
 
     async def run(self) -> None:
+        self.history = asyncio.ensure_future(
+            run_in_threadpool(chats.history, self.uid, self.chat_id)
+        )
         answering = asyncio.create_task(self._answer())
         try:
             await self._receive()
@@ -119,14 +125,36 @@ class ChatSession:
             text = await self.queue.get()
             turn: Turn | None = None
             try:
-                async with stored_turn(self.uid, self.chat_id, text) as turn:
+                history = await self._history()
+                async with stored_turn(self.uid, self.chat_id, text, history=history) as turn:
                     async for event in turn.events():
                         await self.send(event)
             except Exception as error:  # the socket outlives a failed turn
                 await self.send({"type": "error", "detail": failure(error)})
+            if turn is not None:
+                self._remember(turn)
             await self.send({"type": "end_of_stream"})
             if turn is not None and turn.complete:
                 await self.send({"type": "suggested_prompts", "prompts": turn.suggestions})
+
+    async def _history(self) -> list[dict[str, str]]:
+        assert self.history is not None
+        try:
+            return await self.history
+        except Exception:
+            # The read failed (and the turn says so); the next turn reads again.
+            self.history = asyncio.ensure_future(
+                run_in_threadpool(chats.history, self.uid, self.chat_id)
+            )
+            raise
+
+    def _remember(self, turn: Turn) -> None:
+        assert self.history is not None and self.history.done()
+        remembered = [*self.history.result(), {"role": "user", "content": turn.message}]
+        if turn.answer:
+            remembered.append({"role": "assistant", "content": turn.answer})
+        self.history = asyncio.get_running_loop().create_future()
+        self.history.set_result(remembered[-chats.HISTORY_MESSAGES :])
 
 
 def failure(error: Exception) -> str:
@@ -140,23 +168,36 @@ def failure(error: Exception) -> str:
 
 @asynccontextmanager
 async def stored_turn(
-    uid: str, chat_id: str, text: str, context: list[dict[str, str]] | None = None
+    uid: str,
+    chat_id: str,
+    text: str,
+    context: list[dict[str, str]] | None = None,
+    history: list[dict[str, str]] | None = None,
 ) -> AsyncIterator[Turn]:
-    """A turn of the chat, one at a time per chat: the question is stored before it, the answer
-    (with what it cited) after it, even when the turn is cancelled; the chat's last messages
-    (and `context`, if given) are its history. The stored answer is `turn.stored`."""
+    """A turn of the chat, one at a time per chat: the question is stored while the model
+    answers, the answer (with what it cited) after it, even when the turn is cancelled. The
+    turn's history is `context` (if given) and `history`, or the chat's stored last messages.
+    The stored answer is `turn.stored`."""
     lock = _chat_locks.get((uid, chat_id))
     if lock is None:
         lock = _chat_locks[(uid, chat_id)] = asyncio.Lock()
     async with lock:
-        history = await run_in_threadpool(chats.history, uid, chat_id)
-        await run_in_threadpool(chats.add_message, uid, chat_id, "user", text)
+        if history is None:
+            history = await run_in_threadpool(chats.history, uid, chat_id)
+        asking = asyncio.ensure_future(
+            run_in_threadpool(chats.add_message, uid, chat_id, "user", text)
+        )
         turn = Turn(uid, text, [*(context or []), *history])
         try:
             yield turn
         finally:
             # Shielded: a cancelled turn (the client left) still stores what it said.
-            await asyncio.shield(run_in_threadpool(_store, uid, chat_id, turn))
+            await asyncio.shield(_store_answer(asking, uid, chat_id, turn))
+
+
+async def _store_answer(asking: asyncio.Future[Any], uid: str, chat_id: str, turn: Turn) -> None:
+    await asking  # the question first (a failure to store it fails the turn)
+    await run_in_threadpool(_store, uid, chat_id, turn)
 
 
 def _store(uid: str, chat_id: str, turn: Turn) -> None:
