@@ -29,6 +29,7 @@ bench: install
 	$(PY) -m bench.request_latency
 	$(PY) -m bench.listen
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.chat
 
 install: $(STAMP) $(NODE_STAMP)
 

@@ -147,3 +147,13 @@ def rss_mb(pid: int) -> float:
     except OSError:
         return 0.0
     return int(rss[0]) / 1024 if rss else 0.0
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: a comma-separated list of positive integers, sorted, once each."""
+    import argparse
+
+    values = sorted({int(part) for part in text.split(",") if part.strip()})
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
+    return values

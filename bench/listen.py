@@ -39,7 +39,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from bench import harness
-from bench.harness import BenchError, format_table, note, on_stack, write_results
+from bench.harness import BenchError, format_table, note, on_stack, positive_ints, write_results
 from infra.auth_emulator import AuthEmulator, User
 from infra.local import LocalStack, Service, free_port, uvicorn_service
 from tests.support.deepgram_double import Connection, DeepgramDouble, results, word
@@ -488,17 +488,10 @@ def run(
     return rounds, floor
 
 
-def streams_list(text: str) -> list[int]:
-    values = sorted({int(part) for part in text.split(",") if part.strip()})
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
-    return values
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument(
-        "--streams", type=streams_list, default=[10, 25, 50, 100], help="N values (10,25,50,100)"
+        "--streams", type=positive_ints, default=[10, 25, 50, 100], help="N values (10,25,50,100)"
     )
     parser.add_argument("--seconds", type=int, default=10, help="audio per stream (default 10)")
     parser.add_argument("--p99-ms", type=float, default=50.0, help="latency bound (default 50)")

@@ -71,6 +71,14 @@ def _firebase_app() -> App:
     return _app
 
 
+def warm() -> None:
+    """Import firebase-admin's token verifier and build its app now (for a long-lived service
+    that would rather not pay for it in its first request)."""
+    from firebase_admin import auth  # noqa: F401
+
+    _firebase_app()
+
+
 @dataclass(frozen=True)
 class _AccountState:
     disabled: bool

@@ -88,6 +88,7 @@ def calling(model: str) -> Iterator[None]:
             f"the {model} model answered {error.status_code}", retryable=retryable
         ) from error
     except openai.APIConnectionError as error:
+        log.warning("%s model unreachable: %r", model, error.__cause__ or error)
         raise LLMError(f"the {model} model could not be reached") from error
 
 
