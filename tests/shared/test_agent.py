@@ -1,0 +1,67 @@
+"""The agent runtime's guardrails, in-process against the OpenAI double."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared import agent, chat_tools
+from tests.support.openai_double import text, tool_call, tool_calls
+
+
+def test_every_specialist_tool_has_the_per_tool_time_limit():
+    tools = [tool for spec in agent.SPECIALISTS for tool in spec.tools()]
+    assert {tool.name for tool in tools} >= {
+        "search_memories",
+        "conversations_between",
+        "conversations_about",
+        "list_action_items",
+    }
+    assert all(tool.timeout_seconds == chat_tools.TOOL_TIMEOUT_SECONDS for tool in tools)
+
+
+def test_a_tool_over_its_time_limit_answers_an_error_and_the_turn_goes_on(openai):
+    """What the SDK does with `timeout=` (error as the tool's result), which the limit relies on."""
+    from agents import (
+        Agent,
+        OpenAIChatCompletionsModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)
+
+    @function_tool(timeout=0.2)
+    async def slow() -> str:
+        """Takes too long."""
+        await asyncio.sleep(5)
+        return "never"
+
+    openai.script(tool_calls(tool_call("slow", {})), text("Gave up on it."))
+
+    async def run() -> tuple[str, list]:
+        client = AsyncOpenAI(base_url=openai.url, api_key=openai.api_key, max_retries=0)
+        model = OpenAIChatCompletionsModel(model="m", openai_client=client)
+        result = await Runner.run(Agent(name="A", tools=[slow], model=model), "go")
+        outputs = [item.output for item in result.new_items if hasattr(item, "output")]
+        return str(result.final_output), outputs
+
+    answer, outputs = asyncio.run(asyncio.wait_for(run(), 10))
+    assert answer == "Gave up on it."
+    assert len(outputs) == 1 and "timed out" in str(outputs[0]).lower()
+
+
+def test_the_tool_budget_refuses_calls_past_ten():
+    context = chat_tools.ChatContext("uid")
+    assert all(context.take_call() for _ in range(chat_tools.MAX_TOOL_CALLS))
+    assert not context.take_call()
+
+
+def test_citations_resolve_in_order_of_mention_and_ignore_unknown_numbers():
+    context = chat_tools.ChatContext("uid")
+    assert context.cite("memory", "m1") == 1
+    assert context.cite("conversation", "c1") == 2
+    assert context.cite("memory", "m1") == 1  # one number per source
+    cited = context.cited("First [2], then [1], again [2], and [7].")
+    assert [(c.kind, c.id) for c in cited] == [("conversation", "c1"), ("memory", "m1")]
