@@ -7,7 +7,6 @@ retry of an earlier test's message cannot take a reply scripted for this one.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 import uuid
@@ -18,7 +17,7 @@ import pytest
 
 from shared.pubsub import publish
 from tests.support import seed
-from tests.support.openai_double import Reply, http_error, json_content, raw_content, refusal
+from tests.support.openai_double import http_error, json_content, raw_content, refusal
 from tests.support.pubsub import tap
 
 
@@ -43,23 +42,6 @@ def _extraction(marker: str, **fields) -> dict:
         ],
         **fields,
     }
-
-
-def _answer(openai, marker: str, replies: list[Reply]) -> list[int]:
-    """Answer this test's requests with `replies` in turn (the last one again after that);
-    anyone else's with a 503. Returns a list whose length counts this test's requests."""
-    seen: list[int] = []
-    lock = itertools.count()
-
-    def respond(request) -> Reply:
-        if marker not in json.dumps(request.messages):
-            return http_error(503, "not this test's conversation")
-        index = next(lock)
-        seen.append(index)
-        return replies[min(index, len(replies) - 1)]
-
-    openai.responder = respond
-    return seen
 
 
 def _segment(marker: str) -> dict:
@@ -118,7 +100,7 @@ def test_a_finished_conversation_becomes_completed_with_its_structure(api, user,
         "/v1/action-items", json={"description": "Book the dentist"}, headers=user.bearer
     )
     assert open_item.status_code == 201
-    seen = _answer(openai, marker, [json_content(_extraction(marker))])
+    seen = openai.answer_marked(marker, [json_content(_extraction(marker))])
     conversation_id = seed.conversation(
         firestore,
         user.uid,
@@ -182,7 +164,7 @@ def test_a_finished_conversation_becomes_completed_with_its_structure(api, user,
 
 def test_the_same_message_three_times_yields_one_set_of_everything(api, user, firestore, openai):
     marker = uuid.uuid4().hex[:10]
-    _answer(openai, marker, [json_content(_extraction(marker))])
+    openai.answer_marked(marker, [json_content(_extraction(marker))])
     conversation_id = _processing(firestore, user.uid, marker)
     with tap("app.event") as app_events:
         for _ in range(3):
@@ -202,7 +184,7 @@ def test_a_memory_the_user_already_has_is_not_stored_again(api, user, firestore,
     marker = uuid.uuid4().hex[:10]
     known = "The user prefers tea to coffee in the afternoon."
     assert api.post("/v1/memories", json={"content": known}, headers=user.bearer).is_success
-    _answer(openai, marker, [json_content(_extraction(marker))])
+    openai.answer_marked(marker, [json_content(_extraction(marker))])
     conversation_id = _processing(firestore, user.uid, marker)
     _finished(user.uid, conversation_id)
     done = _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing")
@@ -219,7 +201,7 @@ def test_memories_naming_a_speaker_label_or_beyond_four_are_dropped(api, user, f
         marker,
         memories=["Speaker 1 likes jazz.", *wanted, "The user visits Lisbon each May.", "x"],
     )
-    _answer(openai, marker, [json_content(extraction)])
+    openai.answer_marked(marker, [json_content(extraction)])
     conversation_id = _processing(firestore, user.uid, marker)
     _finished(user.uid, conversation_id)
     assert _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing")
@@ -233,8 +215,7 @@ def test_memories_naming_a_speaker_label_or_beyond_four_are_dropped(api, user, f
 def test_failures_then_success_completes(api, user, firestore, openai):
     """An LLM 500, then an answer that is not JSON: retried by Pub/Sub with backoff."""
     marker = uuid.uuid4().hex[:10]
-    seen = _answer(
-        openai,
+    seen = openai.answer_marked(
         marker,
         [http_error(500), raw_content("{not json"), json_content(_extraction(marker))],
     )
@@ -247,8 +228,7 @@ def test_failures_then_success_completes(api, user, firestore, openai):
 def test_a_refusal_and_a_too_slow_answer_are_retried(api, user, firestore, openai):
     """The stack's `LLM_TIMEOUT_SECONDS` is 2."""
     marker = uuid.uuid4().hex[:10]
-    seen = _answer(
-        openai,
+    seen = openai.answer_marked(
         marker,
         [
             refusal("I can't help with that."),
@@ -265,7 +245,7 @@ def test_a_refusal_and_a_too_slow_answer_are_retried(api, user, firestore, opena
 @pytest.mark.slow
 def test_always_failing_fails_with_a_reason_and_reprocess_recovers(api, user, firestore, openai):
     marker = uuid.uuid4().hex[:10]
-    seen = _answer(openai, marker, [http_error(500)])
+    seen = openai.answer_marked(marker, [http_error(500)])
     conversation_id = _processing(firestore, user.uid, marker)
     _finished(user.uid, conversation_id)
     failed = _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing", 90)
@@ -282,7 +262,7 @@ def test_always_failing_fails_with_a_reason_and_reprocess_recovers(api, user, fi
     assert len(dead) == 1
     assert dead[0]["subscription"].endswith("conversation.finished.process_conversation")
 
-    _answer(openai, marker, [json_content(_extraction(marker))])
+    openai.answer_marked(marker, [json_content(_extraction(marker))])
     again = api.post(f"/v1/conversations/{conversation_id}/reprocess", headers=user.bearer)
     assert again.status_code == 200 and again.json()["status"] == "processing"
     done = _wait_for(api, user, conversation_id, lambda c: c["status"] != "processing")
@@ -291,7 +271,7 @@ def test_always_failing_fails_with_a_reason_and_reprocess_recovers(api, user, fi
 
 def test_reprocessing_replaces_what_the_earlier_run_made(api, user, firestore, openai):
     marker = uuid.uuid4().hex[:10]
-    _answer(openai, marker, [json_content(_extraction(marker))])
+    openai.answer_marked(marker, [json_content(_extraction(marker))])
     conversation_id = _processing(firestore, user.uid, marker)
     _finished(user.uid, conversation_id)
     assert _wait_for(api, user, conversation_id, lambda c: c["status"] == "completed")
@@ -300,7 +280,7 @@ def test_reprocessing_replaces_what_the_earlier_run_made(api, user, firestore, o
         action_items=[],
         memories=[f"The user leads the {marker} project."],
     )
-    _answer(openai, marker, [json_content(second)])
+    openai.answer_marked(marker, [json_content(second)])
     api.post(f"/v1/conversations/{conversation_id}/reprocess", headers=user.bearer)
     assert _wait_for(api, user, conversation_id, lambda c: c["status"] == "completed")
     time.sleep(0.5)
@@ -326,7 +306,7 @@ def test_without_a_language_model_the_conversation_fails_at_once(
 def test_the_sweep_completes_a_conversation_left_in_processing(api, user, firestore, openai):
     """As if the function had been killed mid-way and its message was gone."""
     marker = uuid.uuid4().hex[:10]
-    _answer(openai, marker, [json_content(_extraction(marker))])
+    openai.answer_marked(marker, [json_content(_extraction(marker))])
     stuck = _processing(
         firestore, user.uid, marker, processing_since=datetime.now(UTC) - timedelta(minutes=11)
     )

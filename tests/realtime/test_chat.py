@@ -6,7 +6,6 @@ request left over from an earlier test cannot take its replies.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 import uuid
@@ -16,29 +15,13 @@ from google.cloud.firestore import FieldFilter
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.support.openai_double import Reply, http_error, text, tool_call, tool_calls
+from tests.support.openai_double import http_error, text, tool_call, tool_calls
 
 
 def _url(stack, user, chat_id: str | None = None) -> str:
     return (
         f"ws://127.0.0.1:{stack.ports.http}/chats/{chat_id or uuid.uuid4().hex}?token={user.token}"
     )
-
-
-def _answer(openai, marker: str, replies: list[Reply]) -> list[dict]:
-    """This test's model requests get `replies` in turn (then the last again); returns the
-    bodies of those requests."""
-    seen: list[dict] = []
-    counter = itertools.count()
-
-    def respond(request) -> Reply:
-        if marker not in json.dumps(request.messages):
-            return http_error(503, "not this test's chat")
-        seen.append(request.body)
-        return replies[min(next(counter), len(replies) - 1)]
-
-    openai.responder = respond
-    return seen
 
 
 def _turn(socket) -> list[dict]:
@@ -69,8 +52,7 @@ def test_a_turn_that_uses_a_tool_streams_its_events_in_order_and_cites_the_memor
 ):
     marker = f"zq{uuid.uuid4().hex[:8]}"
     memory_id = _memory(api, user, f"The user's favourite tea is {marker} oolong.")
-    seen = _answer(
-        openai,
+    seen = openai.answer_marked(
         marker,
         [
             tool_calls(tool_call("transfer_to_recall", {})),
@@ -111,8 +93,7 @@ def test_a_chat_never_retrieves_another_users_memories(stack, api, auth_emulator
     owner, asker = auth_emulator.sign_up(), auth_emulator.sign_up()
     marker = f"zq{uuid.uuid4().hex[:8]}"
     planted = _memory(api, owner, f"The user's safe code is {marker}.")
-    _answer(
-        openai,
+    openai.answer_marked(
         marker,
         [
             tool_calls(tool_call("transfer_to_recall", {})),
@@ -133,7 +114,7 @@ def test_disconnecting_mid_stream_closes_the_model_stream_within_a_second(
 ):
     marker = f"zq{uuid.uuid4().hex[:8]}"
     long_answer = " ".join(f"word{i}" for i in range(100))
-    _answer(openai, marker, [text(long_answer, chunk_delay=0.2)])
+    openai.answer_marked(marker, [text(long_answer, chunk_delay=0.2)])
     chat_id = uuid.uuid4().hex
     with connect(_url(stack, user, chat_id)) as socket:
         socket.send(f"Tell me a long story {marker}")
@@ -153,7 +134,7 @@ def test_disconnecting_mid_stream_closes_the_model_stream_within_a_second(
 
 def test_bad_frames_get_an_error_and_the_socket_stays_open(stack, user, openai):
     marker = f"zq{uuid.uuid4().hex[:8]}"
-    _answer(openai, marker, [text("Still here.")])
+    openai.answer_marked(marker, [text("Still here.")])
     with connect(_url(stack, user), max_size=None) as socket:
         for frame in [b"\x00\x01garbage", "   ", '{"message": 5}', "{not json", "x" * 100_000]:
             socket.send(frame)
@@ -166,7 +147,7 @@ def test_bad_frames_get_an_error_and_the_socket_stays_open(stack, user, openai):
 
 def test_a_failing_model_is_an_error_event_and_the_next_message_works(stack, user, openai):
     marker = f"zq{uuid.uuid4().hex[:8]}"
-    _answer(openai, marker, [http_error(500), text("Back again.")])
+    openai.answer_marked(marker, [http_error(500), text("Back again.")])
     with connect(_url(stack, user)) as socket:
         socket.send(f"Hello {marker}")
         failed = _turn(socket)
@@ -181,7 +162,7 @@ def test_two_messages_are_answered_in_order_with_the_first_as_context(
     stack, user, firestore, openai
 ):
     marker = f"zq{uuid.uuid4().hex[:8]}"
-    seen = _answer(openai, marker, [text("First answer.", chunk_delay=0.05), text("Second.")])
+    seen = openai.answer_marked(marker, [text("First answer.", chunk_delay=0.05), text("Second.")])
     with connect(_url(stack, user)) as socket:
         socket.send(f"One {marker}")
         socket.send(f"Two {marker}")
@@ -194,7 +175,7 @@ def test_two_messages_are_answered_in_order_with_the_first_as_context(
 
 def test_token_usage_is_recorded_per_user_and_model(stack, user, firestore, openai):
     marker = f"zq{uuid.uuid4().hex[:8]}"
-    _answer(openai, marker, [text("Counted.")])
+    openai.answer_marked(marker, [text("Counted.")])
     with connect(_url(stack, user)) as socket:
         socket.send(f"Count me {marker}")
         _turn(socket)
@@ -228,8 +209,7 @@ def test_a_turn_runs_at_most_ten_tool_calls(stack, api, user, openai):
         query = {"query": f"{marker} stamps", "limit": 1}
         return [tool_call("search_memories", query) for _ in range(count)]  # distinct call ids
 
-    _answer(
-        openai,
+    openai.answer_marked(
         marker,
         [
             tool_calls(tool_call("transfer_to_recall", {})),
@@ -251,8 +231,7 @@ def test_a_model_calling_a_tool_that_does_not_exist_fails_the_turn_not_the_socke
     stack, user, openai
 ):
     marker = f"zq{uuid.uuid4().hex[:8]}"
-    _answer(
-        openai,
+    openai.answer_marked(
         marker,
         [tool_calls(tool_call("launch_rockets", {})), text("Recovered.")],
     )
@@ -298,8 +277,7 @@ def test_recall_finds_conversations_by_topic_and_by_date_and_cites_them(
         firestore, user.uid, "Dentist", "Booked a check-up.", datetime(2026, 3, 20, tzinfo=UTC)
     )
     chat_id = uuid.uuid4().hex
-    _answer(
-        openai,
+    openai.answer_marked(
         marker,
         [
             tool_calls(tool_call("transfer_to_recall", {})),
@@ -333,8 +311,7 @@ def test_tasks_lists_the_users_pending_action_items(stack, api, user, openai):
     created = api.post(
         "/v1/action-items", json={"description": f"Water the {marker} plants"}, headers=user.bearer
     ).json()
-    _answer(
-        openai,
+    openai.answer_marked(
         marker,
         [
             tool_calls(tool_call("transfer_to_tasks", {})),

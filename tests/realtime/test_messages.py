@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import itertools
 import json
 import time
 import uuid
@@ -12,18 +11,7 @@ import httpx
 import pytest
 
 from tests.support import seed
-from tests.support.openai_double import Reply, http_error, text, tool_call, tool_calls
-
-
-def _answer(openai, marker: str, replies: list[Reply]) -> None:
-    counter = itertools.count()
-
-    def respond(request) -> Reply:
-        if marker not in json.dumps(request.messages):
-            return http_error(503, "not this test's chat")
-        return replies[min(next(counter), len(replies) - 1)]
-
-    openai.responder = respond
+from tests.support.openai_double import http_error, text, tool_call, tool_calls
 
 
 def _lines(reply: httpx.Response) -> list[str]:
@@ -44,8 +32,7 @@ def test_an_answer_streams_thinking_text_and_the_stored_message_with_its_citatio
     memory = api.post(
         "/v1/memories", json={"content": f"The user plays {marker} chess."}, headers=user.bearer
     ).json()
-    _answer(
-        openai,
+    openai.answer_marked(
         marker,
         [
             tool_calls(tool_call("transfer_to_recall", {})),
@@ -73,7 +60,7 @@ def test_an_answer_streams_thinking_text_and_the_stored_message_with_its_citatio
 
 def test_a_failing_model_ends_the_stream_with_an_error_line(api, user, openai):
     marker = f"zq{uuid.uuid4().hex[:8]}"
-    _answer(openai, marker, [http_error(500)])
+    openai.answer_marked(marker, [http_error(500)])
     lines = _lines(api.post("/v2/messages", json={"message": marker}, headers=user.bearer))
     assert lines == ["error: The language model answered 500"]
 
@@ -83,7 +70,7 @@ def test_a_question_about_a_conversation_gets_it_as_context(api, user, firestore
     conversation_id = seed.conversation(
         firestore, user.uid, structured={"title": f"Budget {marker}", "overview": "Numbers."}
     )
-    _answer(openai, marker, [text("It was about the budget.")])
+    openai.answer_marked(marker, [text("It was about the budget.")])
     body = {"message": "What was it about?", "conversation_id": conversation_id}
     lines = _lines(api.post("/v2/messages", json=body, headers=user.bearer))
     assert _done(lines)["text"] == "It was about the budget."
@@ -93,7 +80,7 @@ def test_a_question_about_a_conversation_gets_it_as_context(api, user, firestore
 
 def test_disconnecting_mid_stream_closes_the_model_stream_within_a_second(stack, user, openai):
     marker = f"zq{uuid.uuid4().hex[:8]}"
-    _answer(openai, marker, [text(" ".join(f"w{i}" for i in range(100)), chunk_delay=0.2)])
+    openai.answer_marked(marker, [text(" ".join(f"w{i}" for i in range(100)), chunk_delay=0.2)])
     with (
         httpx.Client(base_url=stack.base_url, timeout=20) as client,
         client.stream(

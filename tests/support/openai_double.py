@@ -348,6 +348,22 @@ class OpenAIDouble:
         """Scripted replies not used yet."""
         return len(self._replies)
 
+    def answer_marked(self, marker: str, replies: Sequence[Reply]) -> list[dict[str, Any]]:
+        """Answer the chat requests whose messages carry `marker` with `replies` in turn (then
+        the last one again), and every other request with a 503: a test scoped by its marker
+        cannot lose its replies to a request left over from an earlier test. Returns the
+        bodies of the requests it answered, as they come."""
+        answered: list[dict[str, Any]] = []
+
+        def respond(request: RecordedRequest) -> Reply:
+            if marker not in json.dumps(request.messages):
+                return http_error(503, "not this test's request")
+            answered.append(request.body)
+            return replies[min(len(answered), len(replies)) - 1]
+
+        self.responder = respond
+        return answered
+
     def embed_as(self, text: str, vector: Sequence[float]) -> None:
         """Answer `text` (exactly this string) with `vector`, returned as given."""
         with self._lock:
