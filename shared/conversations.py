@@ -17,12 +17,10 @@ from pydantic import AwareDatetime, Field, model_validator
 
 from shared import store
 from shared.errors import Conflict
-from shared.logging import get_logger
 from shared.models import Model, Page
 from shared.pubsub import publish
 
 COLLECTION = "conversations"
-log = get_logger("conversations")
 FINISHED_TOPIC = "conversation.finished"
 # Silence that finishes a conversation, unless its session asked for another (API.md, Listen).
 DEFAULT_TIMEOUT_SECONDS = 120
@@ -321,25 +319,10 @@ def about(uid: str, topic: str, limit: int) -> list[Conversation]:
     from shared import llm
     from shared.memories import keywords
 
-    vector = None
-    if llm.configured():
-        try:
-            vector = llm.embed([topic])[0]
-        except llm.LLMError as error:
-            log.warning("conversation search falls back to keywords: %s", error.reason)
+    vector = llm.embedding_or_none(topic, "conversation search falls back to keywords")
     if vector is not None:
-        from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
-        from google.cloud.firestore_v1.vector import Vector
-
-        query = store.collection(uid, COLLECTION).find_nearest(
-            vector_field=SUMMARY_EMBEDDING_FIELD,
-            query_vector=Vector(vector),
-            distance_measure=DistanceMeasure.COSINE,
-            limit=limit,
-        )
-        return [
-            Conversation.model_validate({**(s.to_dict() or {}), "id": s.id}) for s in query.stream()
-        ]
+        found = store.nearest(uid, COLLECTION, SUMMARY_EMBEDDING_FIELD, vector, limit)
+        return [Conversation.model_validate({**(s.to_dict() or {}), "id": s.id}) for s in found]
     wanted = set(keywords(topic))
     recent = list_conversations(uid, ConversationQuery(limit=100))
 

@@ -138,6 +138,18 @@ def embed(texts: list[str]) -> list[list[float]]:
     return vectors
 
 
+def embedding_or_none(text: str, purpose: str) -> list[float] | None:
+    """The embedding of `text`, or None if the model is not configured or fails (logged with
+    `purpose`, e.g. "memory stored without an embedding"): for callers with a fallback."""
+    if not configured():
+        return None
+    try:
+        return embed([text])[0]
+    except LLMError as error:
+        log.warning("%s: %s", purpose, error.reason)
+        return None
+
+
 def _record_usage(usage: Any) -> None:
     if usage is not None:
         log.info(

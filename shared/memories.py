@@ -108,15 +108,8 @@ def search_fields(content: str, embedding: list[float] | None) -> dict[str, Any]
 
 
 def _embedding(content: str) -> list[float] | None:
-    """The embedding of a memory the user wrote, or None (keyword search still finds it) if
-    the model is not configured or fails."""
-    if not llm.configured():
-        return None
-    try:
-        return llm.embed([content])[0]
-    except llm.LLMError as error:
-        log.warning("memory stored without an embedding: %s", error.reason)
-        return None
+    """The embedding of a memory the user wrote, or None: keyword search still finds it."""
+    return llm.embedding_or_none(content, "memory stored without an embedding")
 
 
 def listing(uid: str, query: MemoryQuery) -> store.Listing:
@@ -205,17 +198,5 @@ def search(uid: str, query: MemorySearch) -> list[Memory]:
 
 
 def nearest(uid: str, vector: list[float], limit: int, within: float | None = None) -> list[Any]:
-    """The caller's memories nearest to `vector` by cosine distance (`distance` on each
-    snapshot), closest first; only those within cosine distance `within` if given."""
-    from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
-    from google.cloud.firestore_v1.vector import Vector
-
-    query = store.collection(uid, COLLECTION).find_nearest(
-        vector_field=EMBEDDING_FIELD,
-        query_vector=Vector(vector),
-        distance_measure=DistanceMeasure.COSINE,
-        limit=limit,
-        distance_result_field="distance",
-        distance_threshold=within,
-    )
-    return list(query.stream())
+    """The caller's memories nearest to `vector` (see `store.nearest`)."""
+    return store.nearest(uid, COLLECTION, EMBEDDING_FIELD, vector, limit, within)

@@ -110,3 +110,28 @@ def listing(
 def page(listing: Listing, limit: int, offset: int) -> list[dict[str, Any]]:
     query = listing.query.offset(offset).limit(limit) if offset else listing.query.limit(limit)
     return [{**(snapshot.to_dict() or {}), "id": snapshot.id} for snapshot in query.stream()]
+
+
+def nearest(
+    uid: str,
+    name: str,
+    field: str,
+    vector: list[float],
+    limit: int,
+    within: float | None = None,
+) -> list[Any]:
+    """The caller's documents in `name` whose vector `field` is nearest to `vector` by cosine
+    distance (`distance` on each snapshot), closest first; only those within cosine distance
+    `within` if given. Production needs a vector index per `(name, field)`."""
+    from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
+    from google.cloud.firestore_v1.vector import Vector
+
+    query = collection(uid, name).find_nearest(
+        vector_field=field,
+        query_vector=Vector(vector),
+        distance_measure=DistanceMeasure.COSINE,
+        limit=limit,
+        distance_result_field="distance",
+        distance_threshold=within,
+    )
+    return list(query.stream())
