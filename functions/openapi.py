@@ -1,4 +1,5 @@
-"""GET /openapi.json: the REST API, described from the routers of every HTTP function."""
+"""GET /openapi.json: the REST API, described from the routers of every HTTP function and the
+REST routes of the realtime service."""
 
 from __future__ import annotations
 
@@ -12,13 +13,18 @@ from shared import deployables
 from shared import openapi as document
 from shared.auth import Access
 from shared.http import Call, Router
+from shared.settings import get_settings
 
 router = Router("openapi")
 
 
 @cache
 def _document() -> dict[str, Any]:
-    return document.build(deployables.http_routers())
+    return document.build(
+        deployables.http_routers(),
+        deployables.streaming_routers(),
+        get_settings().realtime_origin,
+    )
 
 
 @router.route("GET", "/openapi.json", access=Access.PUBLIC)

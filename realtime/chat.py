@@ -28,12 +28,12 @@ from realtime.auth import POLICY_VIOLATION, authenticate_websocket
 from realtime.connections import send_if_open
 from shared import chats, llm
 from shared.agent import Turn
+from shared.chat_api import MAX_MESSAGE_CHARS
 from shared.logging import get_logger
 from shared.settings import get_settings
 
 log = get_logger("chat")
 
-MAX_MESSAGE_CHARS = 4000
 # Messages waiting behind the one being answered; more is a client gone wrong.
 MAX_QUEUED = 10
 # One turn at a time per chat in this instance; a lock lives while a turn holds or awaits it.

@@ -1,41 +1,30 @@
 """`/v2/messages` (Omi's chat API), served by the realtime service: Hosting would buffer the
-stream.
+stream. The routes, their models and the stream's format are declared in `shared.chat_api`.
 
-`POST /v2/messages {message, conversation_id?}` answers `text/event-stream` lines, each followed
-by a blank line: `think: <what a tool is doing>`, `data: <text chunk>` (newlines as `__CRLF__`)
-and last `done: <base64 of the stored message JSON>`, whose `memory_ids` and `conversation_ids`
-are what the `[n]` markers of the answer cite; a model that fails mid-answer ends the stream with
-`error: <detail>` instead. `GET /v2/messages?limit=` is the history (newest first), `DELETE`
-clears it. The same agent, storage and one-turn-at-a-time rule as `WS /chats/{chat_id}`, on
-the chat `omi`. A client that disconnects cancels the turn and the model's stream.
+The same agent, storage and one-turn-at-a-time rule as `WS /chats/{chat_id}`, on the chat
+`omi`. A client that disconnects cancels the turn and the model's stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import json
 from collections.abc import AsyncIterator
-from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from realtime.chat import MAX_MESSAGE_CHARS, failure, stored_turn
-from shared import chats, conversations, llm
+from realtime.chat import failure, stored_turn
+from shared import chats, conversations, idempotency, llm
 from shared.auth import Access, Caller, authenticate, token_from_header
+from shared.chat_api import CHAT_ID, STREAM_MEDIA_TYPE, Message, MessageCreate
 from shared.errors import ApiError
 from shared.http import field_errors, parse_json_body
-from shared.models import Page, Strict
+from shared.models import Page
 
-CHAT_ID = "omi"
 NEWLINE = "__CRLF__"
-
-
-class MessageCreate(Strict):
-    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS)
-    conversation_id: str | None = None
 
 
 def _error(error: ApiError) -> JSONResponse:
@@ -48,17 +37,42 @@ async def _caller(request: Request) -> Caller:
 
 
 async def create_message(request: Request) -> Response:
+    reservation: idempotency.Reservation | None = None
     try:
         caller = await _caller(request)
         body = parse_json_body(await _read(request), MessageCreate)
+        key = request.headers.get(idempotency.HEADER)
+        if key is not None:  # after validation: only a request that would run reserves a key
+            found = await run_in_threadpool(
+                idempotency.reserve,
+                caller.uid,
+                idempotency.check_key(key),
+                idempotency.fingerprint(
+                    "POST", request.url.path, request.url.query, body.model_dump_json()
+                ),
+            )
+            if isinstance(found, idempotency.StoredResponse):
+                return Response(
+                    found.body,
+                    found.status,
+                    media_type=found.content_type,
+                    headers={"Idempotent-Replayed": "true"},
+                )
+            reservation = found
         context = await run_in_threadpool(_conversation_context, caller.uid, body.conversation_id)
         if not llm.configured():
             raise llm.unavailable()
     except ApiError as error:
+        if reservation is not None:
+            await run_in_threadpool(reservation.release)
         return _error(error)
+    except BaseException:
+        if reservation is not None:
+            await asyncio.shield(run_in_threadpool(reservation.release))
+        raise
     return StreamingResponse(
-        _stream(caller.uid, body.message, context),
-        media_type="text/event-stream",
+        _stream(caller.uid, body.message, context, reservation),
+        media_type=STREAM_MEDIA_TYPE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
@@ -72,8 +86,8 @@ async def list_messages(request: Request) -> Response:
             raise field_errors(error, "query") from None
     except ApiError as error:
         return _error(error)
-    found = await run_in_threadpool(chats.messages, caller.uid, CHAT_ID, page.limit)
-    return JSONResponse([_public(message) for message in reversed(found)])
+    found = await run_in_threadpool(chats.messages, caller.uid, CHAT_ID, page.limit, page.offset)
+    return JSONResponse([Message.from_stored(m).model_dump(mode="json") for m in reversed(found)])
 
 
 async def delete_messages(request: Request) -> Response:
@@ -112,7 +126,29 @@ def _conversation_context(uid: str, conversation_id: str | None) -> list[dict[st
     ]
 
 
-async def _stream(uid: str, text: str, context: list[dict[str, str]]) -> AsyncIterator[str]:
+async def _stream(
+    uid: str,
+    text: str,
+    context: list[dict[str, str]],
+    reservation: idempotency.Reservation | None = None,
+) -> AsyncIterator[str]:
+    """The answer's lines. With an `Idempotency-Key`, a stream that reaches `done:` is stored
+    for repeats; one that fails or loses its client releases the key (a retry runs again)."""
+    lines: list[str] = []
+    try:
+        async for line in _lines(uid, text, context):
+            lines.append(line)
+            yield line
+    finally:
+        if reservation is not None:
+            if lines and lines[-1].startswith("done: "):
+                stored = idempotency.StoredResponse(200, "".join(lines), STREAM_MEDIA_TYPE)
+                await asyncio.shield(run_in_threadpool(reservation.complete, stored))
+            else:
+                await asyncio.shield(run_in_threadpool(reservation.release))
+
+
+async def _lines(uid: str, text: str, context: list[dict[str, str]]) -> AsyncIterator[str]:
     try:
         async with stored_turn(uid, CHAT_ID, text, context) as turn:
             async for event in turn.events():
@@ -123,17 +159,5 @@ async def _stream(uid: str, text: str, context: list[dict[str, str]]) -> AsyncIt
     except Exception as error:  # the status line is sent: the stream says it instead
         yield f"error: {failure(error)}\n\n"
         return
-    stored = _public(turn.stored or {})
-    yield f"done: {base64.b64encode(json.dumps(stored, default=str).encode()).decode()}\n\n"
-
-
-def _public(message: dict[str, Any]) -> dict[str, Any]:
-    """A stored message as the API shows it."""
-    return {
-        "id": message.get("id"),
-        "text": message.get("text", ""),
-        "sender": "human" if message.get("role") == "user" else "ai",
-        "created_at": message["created_at"].isoformat() if message.get("created_at") else None,
-        "memory_ids": message.get("memory_ids", []),
-        "conversation_ids": message.get("conversation_ids", []),
-    }
+    stored = Message.from_stored(turn.stored).model_dump_json() if turn.stored else "{}"
+    yield f"done: {base64.b64encode(stored.encode()).decode()}\n\n"

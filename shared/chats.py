@@ -42,14 +42,15 @@ def add_message(
     return {**fields, "id": reference.id}
 
 
-def messages(uid: str, chat_id: str, limit: int) -> list[dict[str, Any]]:
-    """The chat's last `limit` messages, oldest first."""
+def messages(uid: str, chat_id: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+    """The chat's last `limit` messages (skipping the `offset` newest), oldest first."""
     from google.cloud.firestore import Query
 
     query = (
         _chat(uid, chat_id)
         .collection(MESSAGES)
         .order_by("created_at", direction=Query.DESCENDING)
+        .offset(offset)
         .limit(limit)
     )
     found = [{**(s.to_dict() or {}), "id": s.id} for s in query.stream()]

@@ -165,3 +165,11 @@ def subscription_policy() -> dict[str, int]:
 def http_routers() -> dict[str, Any]:
     """Every HTTP function's `Router`, by function name (imports the function modules)."""
     return {fn.name: fn.load().router for fn in functions() if not fn.event_driven}
+
+
+def streaming_routers() -> dict[str, Any]:
+    """The REST routes that the realtime service serves (declared in `shared/`, so functions
+    can describe them), by service name."""
+    from shared import chat_api
+
+    return {"realtime": chat_api.router}

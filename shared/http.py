@@ -12,6 +12,7 @@ no web framework.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Callable
@@ -76,6 +77,7 @@ class Route:
     require_terms: bool = True
     responses: dict[int, str] = field(default_factory=dict)
     media_type: str | None = None  # what a route that answers other than JSON answers
+    description: str = ""  # the handler's docstring after its first paragraph
     pattern: re.Pattern[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -182,13 +184,15 @@ class Router:
         media_type: str | None = None,
     ) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
+            # The docstring's first paragraph is the summary, the rest the description.
+            first, _, rest = inspect.cleandoc(handler.__doc__ or "").partition("\n\n")
             self.routes.append(
                 Route(
                     method=method.upper(),
                     path=path,
                     handler=handler,
                     access=access,
-                    summary=summary or (handler.__doc__ or "").strip().split("\n")[0],
+                    summary=summary or " ".join(first.split()),
                     query=query,
                     body=body,
                     response=response,
@@ -197,6 +201,7 @@ class Router:
                     require_terms=require_terms,
                     responses=responses or {},
                     media_type=media_type,
+                    description=rest.strip(),
                 )
             )
             return handler

@@ -50,11 +50,29 @@ def fingerprint(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def once(
-    uid: str, key: str, request_fingerprint: str, run: Callable[[], StoredResponse]
-) -> tuple[StoredResponse, bool]:
-    """The response to this request: `run()`'s, or the stored one of the first request with
-    this key. The flag says whether it was replayed."""
+@dataclass(frozen=True)
+class Reservation:
+    """A key this request holds: `complete` it with the response, or `release` it."""
+
+    reference: Any
+
+    def complete(self, response: StoredResponse) -> None:
+        self.reference.update(
+            {
+                "state": "done",
+                "status": response.status,
+                "body": response.body,
+                "content_type": response.content_type,
+            }
+        )
+
+    def release(self) -> None:
+        self.reference.delete()
+
+
+def reserve(uid: str, key: str, request_fingerprint: str) -> Reservation | StoredResponse:
+    """The key for this request, or the stored response of the first request with it (waiting
+    briefly for one still running)."""
     from google.api_core.exceptions import AlreadyExists
 
     reference = db().collection(COLLECTION).document(fingerprint(uid, key))
@@ -70,7 +88,7 @@ def once(
         }
         try:
             reference.create(reservation)
-            break
+            return Reservation(reference)
         except AlreadyExists:
             pass
         stored = reference.get().to_dict()
@@ -81,32 +99,31 @@ def once(
             and (now - stored["locked_at"]).total_seconds() > LOCK_SECONDS
         ):
             if _take_over(reference, stored, reservation):
-                break
+                return Reservation(reference)
             continue
         if stored["fingerprint"] != request_fingerprint:
             raise Conflict(f"this {HEADER} was used within 24 hours for a different request")
         if stored["state"] == "done":
-            return (
-                StoredResponse(stored["status"], stored["body"], stored["content_type"]),
-                True,
-            )
+            return StoredResponse(stored["status"], stored["body"], stored["content_type"])
         if time.monotonic() > deadline:
             raise Conflict(f"a request with this {HEADER} is still being processed; retry later")
         time.sleep(POLL_SECONDS)
 
+
+def once(
+    uid: str, key: str, request_fingerprint: str, run: Callable[[], StoredResponse]
+) -> tuple[StoredResponse, bool]:
+    """The response to this request: `run()`'s, or the stored one of the first request with
+    this key. The flag says whether it was replayed."""
+    found = reserve(uid, key, request_fingerprint)
+    if isinstance(found, StoredResponse):
+        return found, True
     try:
         response = run()
     except BaseException:
-        reference.delete()
+        found.release()
         raise
-    reference.update(
-        {
-            "state": "done",
-            "status": response.status,
-            "body": response.body,
-            "content_type": response.content_type,
-        }
-    )
+    found.complete(response)
     return response, False
 
 

@@ -96,15 +96,26 @@ def _operation(function: str, route: Route, definitions: dict[str, Any]) -> dict
     operation["responses"] = responses
     if route.access is not Access.PUBLIC:
         operation["security"] = [{"firebase": []}]
+    notes = [route.description] if route.description else []
     if route.access is Access.ADMIN:
-        operation["description"] = "Requires the `admin` custom claim."
+        notes.append("Requires the `admin` custom claim.")
+    if notes:
+        operation["description"] = "\n\n".join(notes)
     return operation
 
 
-def build(routers: dict[str, Router], title: str = "Mnemo", version: str = "1") -> dict[str, Any]:
-    """The document for every route of `routers` (function name -> router)."""
+def build(
+    routers: dict[str, Router],
+    streaming: dict[str, Router] | None = None,
+    streaming_url: str | None = None,
+    title: str = "Mnemo",
+    version: str = "1",
+) -> dict[str, Any]:
+    """The document for every route of `routers` (function name -> router) and of `streaming`
+    (service name -> router), whose paths are served by the origin at `streaming_url`."""
+    streaming = streaming or {}
     models: set[type[BaseModel]] = {Error}
-    for router in routers.values():
+    for router in [*routers.values(), *streaming.values()]:
         for route in router.routes:
             for model in (route.query, route.body, route.response):
                 if isinstance(model, type) and issubclass(model, BaseModel):
@@ -115,18 +126,26 @@ def build(routers: dict[str, Router], title: str = "Mnemo", version: str = "1") 
     )
     definitions: dict[str, Any] = dict(schemas.get("$defs", {}))
     paths: dict[str, dict[str, Any]] = {}
-    for function, router in routers.items():
+    for function, router in [*routers.items(), *streaming.items()]:
         for route in router.routes:
             paths.setdefault(route.path, {})[route.method.lower()] = _operation(
                 function, route, definitions
             )
+    if streaming_url:
+        for router in streaming.values():
+            for route in router.routes:
+                paths[route.path]["servers"] = [
+                    {"url": streaming_url, "description": "the streaming origin"}
+                ]
     return {
         "openapi": "3.1.0",
         "info": {
             "title": title,
             "version": version,
-            "description": "REST API of Mnemo. Streaming endpoints (WebSockets, SSE) are served "
-            "by the realtime origin that `GET /test` reports.",
+            "description": "REST API of Mnemo. Streaming endpoints are served by the "
+            "realtime origin that `GET /test` reports: the paths described here with their own "
+            "`servers`, and the WebSockets `/v4/listen` and `/chats/{chat_id}`, which OpenAPI "
+            "cannot describe.",
         },
         "paths": dict(sorted(paths.items())),
         "components": {

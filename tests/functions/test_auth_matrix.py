@@ -99,10 +99,17 @@ def production(monkeypatch):
     return settings
 
 
-def _client(function: str) -> httpx.Client:
-    """The function as functions-framework serves it, called in this process."""
-    source = ROOT / deployables.function(function).source
-    app = create_app(target=function, source=str(source), signature_type="http")
+def _client(row: TableRow) -> httpx.Client:
+    """The route's function as functions-framework serves it (or the realtime service, for a
+    streaming route), called in this process."""
+    if row.streaming:
+        from starlette.testclient import TestClient
+
+        from realtime.app import app as realtime
+
+        return TestClient(realtime, base_url="http://realtime")
+    source = ROOT / deployables.function(row.function).source
+    app = create_app(target=row.function, source=str(source), signature_type="http")
     return httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://function")
 
 
@@ -119,7 +126,7 @@ def test_the_terms_exemptions_are_exactly_the_account_routes():
 def test_production_refuses_anonymous_users_and_unaccepted_terms(
     production, auth_emulator, firestore, row
 ):
-    client = _client(row.function)
+    client = _client(row)
     anonymous = auth_emulator.sign_up(anonymous=True)
     for headers in (anonymous.bearer, anonymous.raw):
         reply = _send(client, row, headers)
@@ -140,7 +147,7 @@ def test_production_refuses_anonymous_users_and_unaccepted_terms(
 
 
 def test_production_lets_a_user_accept_the_terms_then_in(production, auth_emulator):
-    client = _client("users")
+    client = _client(next(row for row in ROWS if row.id == "GET /v1/users/me"))
     newcomer = auth_emulator.sign_up()
     reply = client.patch("/v1/users/me", json={"terms_accepted": True}, headers=newcomer.bearer)
     assert reply.status_code == 200, reply.text

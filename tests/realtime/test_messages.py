@@ -123,12 +123,52 @@ def test_not_json_is_422_and_someone_elses_conversation_is_404(api, auth_emulato
     assert reply.status_code == 404 and reply.json()["detail"]
 
 
-@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
-@pytest.mark.parametrize("token", [None, "garbage"])
-def test_every_method_needs_a_user(api, method, token):
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    reply = api.request(method, "/v2/messages", json={"message": "hi"}, headers=headers)
-    assert reply.status_code == 401 and reply.json()["detail"]
+def test_a_repeated_idempotency_key_replays_the_stream_and_asks_once(api, auth_emulator, openai):
+    user = auth_emulator.sign_up()
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    asked = openai.answer_marked(marker, [text("Once only.")])
+    headers = {**user.bearer, "Idempotency-Key": f"ask-{marker}"}
+    first = api.post("/v2/messages", json={"message": marker}, headers=headers)
+    again = api.post("/v2/messages", json={"message": marker}, headers=headers)
+    assert _done(_lines(first))["text"] == "Once only."
+    assert again.text == first.text and _lines(again) == _lines(first)
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert len(asked) == 1
+    history = api.get("/v2/messages", headers=user.bearer).json()
+    assert [m["sender"] for m in history] == ["ai", "human"]
+
+    reply = api.post("/v2/messages", json={"message": f"{marker}?"}, headers=headers)
+    assert reply.status_code == 409 and "Idempotency-Key" in reply.json()["detail"]
+
+
+def test_a_stream_that_fails_releases_its_key_for_the_retry(api, user, openai):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    asked = openai.answer_marked(marker, [http_error(500), text("Second time lucky.")])
+    headers = {**user.bearer, "Idempotency-Key": f"retry-{marker}"}
+    failed = _lines(api.post("/v2/messages", json={"message": marker}, headers=headers))
+    assert failed == ["error: The language model answered 500"]
+    retried = api.post("/v2/messages", json={"message": marker}, headers=headers)
+    assert _done(_lines(retried))["text"] == "Second time lucky."
+    assert "Idempotent-Replayed" not in retried.headers and len(asked) == 2
+
+
+def test_history_pages_newest_first(api, auth_emulator, firestore):
+    from shared import chats
+
+    user = auth_emulator.sign_up()
+    for n in range(5):
+        chats.add_message(user.uid, "omi", "user" if n % 2 == 0 else "assistant", f"m{n}")
+    pages = [
+        api.get("/v2/messages", params={"limit": 2, "offset": offset}, headers=user.bearer)
+        for offset in (0, 2, 4)
+    ]
+    assert [[m["text"] for m in page.json()] for page in pages] == [
+        ["m4", "m3"],
+        ["m2", "m1"],
+        ["m0"],
+    ]
+    assert pages[0].json()[0]["sender"] == "human" and pages[0].json()[1]["sender"] == "ai"
 
 
 def test_bad_limits_are_422(api, user):

@@ -1,4 +1,5 @@
-"""The route table, as the tests enumerate it: every route of every HTTP function."""
+"""The route table, as the tests enumerate it: every route of every HTTP function, and the REST
+routes of the realtime service."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from shared.http import Route
 
 @dataclass(frozen=True)
 class TableRow:
-    function: str
+    function: str  # the function, or the service (for a streaming route)
     route: Route
+    streaming: bool = False  # served by the realtime service, not by a function
 
     @property
     def url(self) -> str:
@@ -31,6 +33,10 @@ def route_table() -> list[TableRow]:
     return [
         TableRow(function, route)
         for function, router in deployables.http_routers().items()
+        for route in router.routes
+    ] + [
+        TableRow(service, route, streaming=True)
+        for service, router in deployables.streaming_routers().items()
         for route in router.routes
     ]
 
