@@ -13,6 +13,9 @@ One session per socket:
   carrying on from its last segment;
 - `conversation_timeout` seconds without speech finish it (`processing`, published once even if
   `POST /v1/conversations` races: both go through one guarded transaction);
+- while the socket stays open, the phone is told what post-processing made of a conversation
+  the session finished: `conversation_completed` with the conversation, or
+  `conversation_failed` with the reason (a Firestore listener on the conversation);
 - if the provider fails, the phone is told (`stt_failed`, retryable); the audio the dead stream
   heard after its last final result, and the audio that arrives meanwhile, are kept (up to
   `BACKLOG_SECONDS`) and sent once the provider is back (even if the phone has hung up
@@ -56,6 +59,8 @@ BACKLOG_SECONDS = 60.0
 # Providers close a stream that hears nothing for ~10 s: keep it open during silence.
 KEEPALIVE_SECONDS = 5.0
 MIN_TIMEOUT = 15
+# How long an open socket waits to tell the phone what post-processing made of a conversation.
+OUTCOME_WAIT_SECONDS = 600.0
 MAX_TIMEOUT = 4 * 3600
 
 
@@ -120,6 +125,7 @@ class Session:
         self.stream: LiveStream | None = None
         self.backlog: deque[bytes] = deque()
         self.backlog_seconds = 0.0
+        self.outcomes: set[asyncio.Task[None]] = set()  # see `_report_outcome`
 
     async def send(self, event: dict[str, Any]) -> None:
         """Tell the phone, if it is still there (the session may outlive it to store what the
@@ -142,9 +148,10 @@ class Session:
             log.exception("listen session failed", extra={"conversation_id": self.conversation_id})
             await self.close(INTERNAL_ERROR, "internal error; reconnect")
         finally:
-            for task in (receiving, watching):
+            tasks = [receiving, watching, *self.outcomes]
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(receiving, watching, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _resume(self) -> None:
         """Continue the conversation named by the query, or the caller's conversation in
@@ -362,3 +369,43 @@ class Session:
             # the sweep (issue 5) finishes or re-queues it. The session carries on.
             log.exception("could not finish the conversation", extra={"id": conversation_id})
         await self.send({"type": "conversation_processing", "conversation_id": conversation_id})
+        outcome = asyncio.create_task(self._report_outcome(conversation_id))
+        self.outcomes.add(outcome)
+        outcome.add_done_callback(self.outcomes.discard)
+
+    async def _report_outcome(self, conversation_id: str) -> None:
+        """Tell the phone what post-processing made of a conversation this session finished,
+        while the socket is open (and for at most `OUTCOME_WAIT_SECONDS`)."""
+        loop = asyncio.get_running_loop()
+        settled: asyncio.Future[conversations.Conversation] = loop.create_future()
+
+        def settle(found: conversations.Conversation) -> None:
+            if not settled.done():
+                settled.set_result(found)
+
+        def arrived(found: conversations.Conversation) -> None:
+            loop.call_soon_threadsafe(settle, found)
+
+        try:
+            watch = await run_in_threadpool(conversations.Watch, self.uid, conversation_id, arrived)
+        except Exception:
+            log.exception("cannot watch the conversation", extra={"id": conversation_id})
+            return
+        try:
+            found = await asyncio.wait_for(settled, OUTCOME_WAIT_SECONDS)
+        except TimeoutError:
+            return
+        finally:
+            await asyncio.shield(run_in_threadpool(watch.stop))
+        if found.status is conversations.ConversationStatus.completed:
+            await self.send(
+                {"type": "conversation_completed", "conversation": found.model_dump(mode="json")}
+            )
+        else:
+            await self.send(
+                {
+                    "type": "conversation_failed",
+                    "conversation_id": found.id,
+                    "reason": found.failure_reason,
+                }
+            )

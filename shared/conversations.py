@@ -8,6 +8,7 @@ status it moves from, and only the request that made the move publishes
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -220,6 +221,29 @@ def fail(uid: str, conversation_id: str, reason: str) -> bool:
 
     failed: bool = mark(store.db().transaction())
     return failed
+
+
+class Watch:
+    """A Firestore listener on one conversation until post-processing settles it: `outcome`
+    is called once, from the listener's thread, with the conversation as soon as it is
+    `completed` or `failed` (at once if it already is). `stop()` ends the listener."""
+
+    def __init__(self, uid: str, conversation_id: str, outcome: Callable[[Conversation], None]):
+        self._outcome = outcome
+        self._called = False
+        self._watch = store.document(uid, COLLECTION, conversation_id).on_snapshot(self._changed)
+
+    def _changed(self, snapshots: list[Any], changes: Any, read_time: Any) -> None:
+        for snapshot in snapshots:
+            fields = snapshot.to_dict() if snapshot.exists else None
+            settled = (ConversationStatus.completed, ConversationStatus.failed)
+            if self._called or fields is None or fields.get("status") not in settled:
+                continue
+            self._called = True
+            self._outcome(Conversation.model_validate({**fields, "id": snapshot.id}))
+
+    def stop(self) -> None:
+        self._watch.unsubscribe()
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import math
 import struct
 import threading
 import time
+import uuid
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -15,6 +16,7 @@ from websockets.sync.client import connect
 from realtime.listen import RECONNECT_DELAYS
 from tests.support import seed
 from tests.support.deepgram_double import results, word
+from tests.support.openai_double import http_error, json_content
 from tests.support.pubsub import tap
 
 FRAME_SECONDS = 0.03
@@ -248,6 +250,68 @@ def test_silence_past_the_timeout_finishes_the_conversation_once(
     assert [m.data["conversation_id"] for m in messages] == [conversation_id]
     conversation = firestore.collection("users").document(user.uid).collection("conversations")
     assert conversation.document(conversation_id).get().get("status") == "processing"
+
+
+def _speak_then_fall_silent(stack, user, deepgram, text: str) -> list[dict]:
+    """Say `text`, then send keep-alives until post-processing settles the conversation: the
+    socket's events from the first transcript on."""
+    deepgram.when_audio(16000, results([word(text, 0.0, 0.4, 0)]))
+    events = []
+    with connect(_url(stack, user, conversation_timeout=1)) as socket:
+        socket.recv(timeout=15)  # ready
+        _stream(socket, tone(0.6, 16000), 16000)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            socket.send(b"\x00")  # keep-alives only: silence
+            try:
+                events.append(json.loads(socket.recv(timeout=0.25)))
+            except TimeoutError:
+                continue
+            if events[-1]["type"] in ("conversation_completed", "conversation_failed"):
+                break
+    return events
+
+
+def test_an_open_socket_is_told_what_post_processing_made_of_its_conversation(
+    stack, user, deepgram, openai
+):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    extraction = {
+        "title": f"About {marker}",
+        "overview": "A short word.",
+        "emoji": "💬",
+        "category": "other",
+        "action_items": [],
+        "events": [],
+        "memories": [],
+    }
+    openai.answer_marked(marker, [json_content(extraction)])
+    events = _speak_then_fall_silent(stack, user, deepgram, marker)
+    kinds = [event["type"] for event in events]
+    assert kinds == [
+        "conversation_started",
+        "transcript",
+        "conversation_processing",
+        "conversation_completed",
+    ]
+    conversation = events[-1]["conversation"]
+    assert conversation["id"] == events[0]["conversation_id"]
+    assert conversation["status"] == "completed"
+    assert conversation["structured"]["title"] == f"About {marker}"
+    assert [s["text"] for s in conversation["transcript_segments"]] == [marker]
+    assert "summary_embedding" not in conversation
+
+
+def test_an_open_socket_is_told_when_post_processing_fails(stack, user, deepgram, openai):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    openai.answer_marked(marker, [http_error(400, "no such model")])
+    events = _speak_then_fall_silent(stack, user, deepgram, marker)
+    assert events[-1] == {
+        "type": "conversation_failed",
+        "conversation_id": events[0]["conversation_id"],
+        "reason": events[-1]["reason"],
+    }
+    assert "400" in events[-1]["reason"]
 
 
 def test_reconnecting_continues_the_same_conversation(stack, user, firestore, deepgram):
