@@ -5,7 +5,8 @@ Both are served by functions-framework alone, one process each, as deployed: the
 function from `main.py`, and `bench/auth_floor.py`, which authenticates the caller exactly as a
 route does and answers `{}`. The emulators come from the local stack (`infra.local.LocalStack`)
 and a user from the Auth emulator; before measuring, the user gets 60 memories through the API,
-so every measured GET returns a full page of 25.
+so every measured GET returns a full page of 25, and each memory gets an embedding of 1536
+numbers, as production stores them (which the page must not fetch).
 
 The machine may be shared and noisy, so both servers run for the whole benchmark and the
 measurement alternates blocks: after 50 unrecorded warm-up requests to each, every round sends
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import time
@@ -40,6 +42,8 @@ from bench.harness import BenchError, format_table, on_stack, write_results
 from infra.auth_emulator import AuthEmulator
 from infra.local import LocalStack, Service, free_port
 from shared.deployables import ROOT
+from shared.llm import EMBEDDING_DIMENSIONS
+from shared.memories import EMBEDDING_FIELD
 
 REQUEST_TIMEOUT = 10.0  # seconds, every request
 WARMUP = 50  # unrecorded requests to each server before the first round
@@ -180,8 +184,10 @@ def expect_page(server: Server, reply: httpx.Response) -> None:
         raise BenchError(f"{server.name}: expected {PAGE} memories, got {found}")
 
 
-def seed(memories: Server) -> None:
-    """Give the benchmark user `SEEDED` memories through the API."""
+def seed(memories: Server, env: dict[str, str], uid: str) -> None:
+    """Give the benchmark user `SEEDED` memories through the API, each with an embedding of
+    `EMBEDDING_DIMENSIONS` numbers as production stores them (the local stack has no language
+    model to compute one, so a deterministic pseudo-random vector is written directly)."""
     assert memories.client is not None and memories.service is not None
     url = f"http://127.0.0.1:{memories.service.port}/v1/memories"
     for index in range(SEEDED):
@@ -193,6 +199,15 @@ def seed(memories: Server) -> None:
                 f"memories: POST /v1/memories failed ({error!r})\n{memories.service.log_tail()}"
             ) from None
         memories.check(reply, 201)
+    from google.cloud import firestore
+    from google.cloud.firestore_v1.vector import Vector
+
+    os.environ["FIRESTORE_EMULATOR_HOST"] = env["FIRESTORE_EMULATOR_HOST"]
+    client = firestore.Client(project=env["GOOGLE_CLOUD_PROJECT"])
+    generator = random.Random(0)
+    for snapshot in client.collection(f"users/{uid}/memories").stream():
+        vector = Vector([generator.uniform(-1, 1) for _ in range(EMBEDDING_DIMENSIONS)])
+        snapshot.reference.update({EMBEDDING_FIELD: vector})
 
 
 def run(stack: LocalStack, rounds: int, log_dir: Path) -> tuple[Server, Server]:
@@ -205,7 +220,7 @@ def run(stack: LocalStack, rounds: int, log_dir: Path) -> tuple[Server, Server]:
     try:
         for server in servers:
             server.start(env, user.bearer, log_dir)
-        seed(memories)
+        seed(memories, env, user.uid)
         for server in servers:
             last = server.block(WARMUP, record=False)
         expect_page(memories, last)

@@ -113,13 +113,13 @@ def listing(uid: str, query: ConversationQuery) -> store.Listing:
 
 def list_conversations(uid: str, query: ConversationQuery) -> list[Conversation]:
     found = listing(uid, query)
-    return [
-        Conversation.model_validate(item) for item in store.page(found, query.limit, query.offset)
-    ]
+    page = store.page(found, query.limit, query.offset, store.shown(Conversation))
+    return [Conversation.model_validate(item) for item in page]
 
 
 def get_conversation(uid: str, conversation_id: str) -> Conversation:
-    return Conversation.model_validate(store.read(uid, COLLECTION, conversation_id))
+    found = store.read(uid, COLLECTION, conversation_id, store.shown(Conversation))
+    return Conversation.model_validate(found)
 
 
 def delete_conversation(uid: str, conversation_id: str) -> None:
@@ -345,7 +345,8 @@ def about(uid: str, topic: str, limit: int) -> list[Conversation]:
 
     vector = llm.embedding_or_none(topic, "conversation search falls back to keywords")
     if vector is not None:
-        found = store.nearest(uid, COLLECTION, SUMMARY_EMBEDDING_FIELD, vector, limit)
+        shown = store.shown(Conversation)
+        found = store.nearest(uid, COLLECTION, SUMMARY_EMBEDDING_FIELD, vector, limit, None, shown)
         return [Conversation.model_validate({**(s.to_dict() or {}), "id": s.id}) for s in found]
     wanted = set(keywords(topic))
     recent = list_conversations(uid, ConversationQuery(limit=100))

@@ -120,11 +120,12 @@ def listing(uid: str, query: MemoryQuery) -> store.Listing:
 
 def list_memories(uid: str, query: MemoryQuery) -> list[Memory]:
     found = listing(uid, query)
-    return [Memory.model_validate(item) for item in store.page(found, query.limit, query.offset)]
+    page = store.page(found, query.limit, query.offset, store.shown(Memory))
+    return [Memory.model_validate(item) for item in page]
 
 
 def get_memory(uid: str, memory_id: str) -> Memory:
-    return Memory.model_validate(store.read(uid, COLLECTION, memory_id))
+    return Memory.model_validate(store.read(uid, COLLECTION, memory_id, store.shown(Memory)))
 
 
 def create_memory(uid: str, body: MemoryCreate) -> Memory:
@@ -165,6 +166,7 @@ def search(uid: str, query: MemorySearch) -> list[Memory]:
     from google.cloud.firestore import FieldFilter
 
     wanted = max(query.limit * 2, 20)
+    shown = store.shown(Memory)
     ranked: dict[str, float] = {}
     found: dict[str, dict[str, Any]] = {}
 
@@ -177,6 +179,7 @@ def search(uid: str, query: MemorySearch) -> list[Memory]:
     if terms:
         hits = list(
             store.collection(uid, COLLECTION)
+            .select([*shown, KEYWORDS_FIELD])
             .where(filter=FieldFilter(KEYWORDS_FIELD, "array_contains_any", terms))
             .limit(200)
             .stream()
@@ -198,5 +201,7 @@ def search(uid: str, query: MemorySearch) -> list[Memory]:
 
 
 def nearest(uid: str, vector: list[float], limit: int, within: float | None = None) -> list[Any]:
-    """The caller's memories nearest to `vector` (see `store.nearest`)."""
-    return store.nearest(uid, COLLECTION, EMBEDDING_FIELD, vector, limit, within)
+    """The caller's memories nearest to `vector` (see `store.nearest`), without their
+    embeddings."""
+    shown = store.shown(Memory)
+    return store.nearest(uid, COLLECTION, EMBEDDING_FIELD, vector, limit, within, shown)

@@ -13,12 +13,21 @@ from shared.firestore import db
 
 if TYPE_CHECKING:
     from google.cloud.firestore import CollectionReference, DocumentReference, Query
+    from pydantic import BaseModel
 
 # Firestore's automatic ids are 20 such characters; anything else (`..`, a reserved `__x__`,
 # 2 KB of text) is not one of ours, and some of it Firestore would refuse outright.
 DOCUMENT_ID = re.compile(r"^(?!__.*__$)[A-Za-z0-9_-]{1,64}$")
 ORDER_FIELD = "created_at"
+DISTANCE_FIELD = "distance"  # set on each result of `nearest`
 SINGULAR = {"memories": "memory", "conversations": "conversation", "action_items": "action item"}
+
+
+def shown(model: type[BaseModel]) -> list[str]:
+    """The stored fields that `model` shows (all of its fields but `id`): reads that fetch
+    only these leave out what only the backend uses, such as 1536-number embeddings, which
+    cost more to fetch and decode than the rest of a page together."""
+    return [name for name in model.model_fields if name != "id"]
 
 
 def missing(name: str) -> NotFound:
@@ -36,9 +45,10 @@ def document(uid: str, name: str, document_id: str) -> DocumentReference:
     return collection(uid, name).document(document_id)
 
 
-def read(uid: str, name: str, document_id: str) -> dict[str, Any]:
-    """The document's fields with its `id`; 404 if the caller has no such document."""
-    snapshot = document(uid, name, document_id).get()
+def read(uid: str, name: str, document_id: str, fields: list[str] | None = None) -> dict[str, Any]:
+    """The document's fields (only `fields`, if given) with its `id`; 404 if the caller has no
+    such document."""
+    snapshot = document(uid, name, document_id).get(field_paths=fields)
     if not snapshot.exists:
         raise missing(name)
     return {**(snapshot.to_dict() or {}), "id": snapshot.id}
@@ -107,8 +117,12 @@ def listing(
     return Listing(query, shape)
 
 
-def page(listing: Listing, limit: int, offset: int) -> list[dict[str, Any]]:
-    query = listing.query.offset(offset).limit(limit) if offset else listing.query.limit(limit)
+def page(
+    listing: Listing, limit: int, offset: int, fields: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """One page of the listing's documents (only their `fields`, if given), each with its `id`."""
+    query = listing.query.select(fields) if fields is not None else listing.query
+    query = query.offset(offset).limit(limit) if offset else query.limit(limit)
     return [{**(snapshot.to_dict() or {}), "id": snapshot.id} for snapshot in query.stream()]
 
 
@@ -119,19 +133,24 @@ def nearest(
     vector: list[float],
     limit: int,
     within: float | None = None,
+    fields: list[str] | None = None,
 ) -> list[Any]:
     """The caller's documents in `name` whose vector `field` is nearest to `vector` by cosine
     distance (`distance` on each snapshot), closest first; only those within cosine distance
-    `within` if given. Production needs a vector index per `(name, field)`."""
+    `within` if given, and only their `fields` if given. Production needs a vector index per
+    `(name, field)`."""
     from google.cloud.firestore_v1.base_vector_query import DistanceMeasure
     from google.cloud.firestore_v1.vector import Vector
 
-    query = collection(uid, name).find_nearest(
+    source: Any = collection(uid, name)
+    if fields is not None:  # a projection must name the distance too, or it is left out
+        source = source.select([*fields, DISTANCE_FIELD])
+    query = source.find_nearest(
         vector_field=field,
         query_vector=Vector(vector),
         distance_measure=DistanceMeasure.COSINE,
         limit=limit,
-        distance_result_field="distance",
+        distance_result_field=DISTANCE_FIELD,
         distance_threshold=within,
     )
     return list(query.stream())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from shared import agent, chat_tools
 from tests.support.openai_double import text, tool_call, tool_calls
@@ -38,12 +39,14 @@ def test_a_tool_over_its_time_limit_answers_an_error_and_the_turn_goes_on(openai
         await asyncio.sleep(5)
         return "never"
 
-    openai.script(tool_calls(tool_call("slow", {})), text("Gave up on it."))
+    # Scoped by a marker: a request left over from another test cannot take these replies.
+    marker = f"go-{uuid.uuid4().hex[:8]}"
+    openai.answer_marked(marker, [tool_calls(tool_call("slow", {})), text("Gave up on it.")])
 
     async def run() -> tuple[str, list]:
         client = AsyncOpenAI(base_url=openai.url, api_key=openai.api_key, max_retries=0)
         model = OpenAIChatCompletionsModel(model="m", openai_client=client)
-        result = await Runner.run(Agent(name="A", tools=[slow], model=model), "go")
+        result = await Runner.run(Agent(name="A", tools=[slow], model=model), marker)
         outputs = [item.output for item in result.new_items if hasattr(item, "output")]
         return str(result.final_output), outputs
 
