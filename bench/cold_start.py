@@ -2,11 +2,14 @@
 
 For every HTTP function of `infra/resources.yaml` this measures the time from process start to
 the first authenticated success response when the function is served by functions-framework
-alone (`functions-framework --source main.py --target <name>`, as deployed), and compares it with
-the same measurement of `bench/floor.py`, which imports only functions-framework and Firestore
-and does the same irreducible Firestore I/O (build a client, read one document) on its first
-request. The emulators come from the local stack (`infra.local.LocalStack`) and a user token from
-the Auth emulator, so the probe goes through the function's real authentication.
+alone (`functions-framework --source main.py --target <name>`, as deployed), and compares it
+with the same measurement of `bench/floor.py`, which imports only functions-framework and
+Firestore and does the same irreducible Firestore I/O (build a client, read one document) on its
+first request. A second, diagnostic floor, `bench/libs_floor.py`, adds what every route does
+with the prescribed libraries (pydantic validation, firebase-admin token verification): each
+function's ratio to it shows what the function's own code costs. The emulators come from the
+local stack (`infra.local.LocalStack`) and a user token from the Auth emulator, so the probe
+goes through the function's real authentication.
 
 The machine may be shared and noisy, so the runs alternate within one invocation (floor, f1, f2,
 ..., floor, f1, f2, ...) and the table reports medians. The probe of a function is its first GET
@@ -39,6 +42,8 @@ from shared.http import Route, Router
 
 FLOOR = "floor"
 FLOOR_SOURCE = "bench/floor.py"
+LIBS_FLOOR = "libs_floor"  # diagnostic: the floor plus pydantic and firebase-admin's auth
+LIBS_FLOOR_SOURCE = "bench/libs_floor.py"
 SUCCESS = (200, 201, 204)
 START_TIMEOUT = 30.0  # seconds from Popen to the first success response
 CONNECT_TIMEOUT = 0.25
@@ -80,9 +85,10 @@ def probe_route(router: Router) -> Route:
 
 
 def targets() -> list[Target]:
-    """The floor, then every HTTP function in `infra/resources.yaml` order."""
+    """The floor, the diagnostic libraries floor, then every HTTP function in
+    `infra/resources.yaml` order."""
     routers = deployables.http_routers()
-    found = [Target(FLOOR, FLOOR_SOURCE)]
+    found = [Target(FLOOR, FLOOR_SOURCE), Target(LIBS_FLOOR, LIBS_FLOOR_SOURCE)]
     for function in deployables.functions():
         if function.event_driven:
             continue
@@ -207,12 +213,21 @@ def run(
 
 def report(results: list[Result], target_ratio: float) -> tuple[str, list[dict[str, Any]]]:
     floor = results[0].median
+    libs_floor = next(r.median for r in results if r.target.name == LIBS_FLOOR)
     rows = []
-    header = ("function", "probe", "median ms", "min-max ms", "x floor", f"<= {target_ratio}x")
+    header = (
+        "function",
+        "probe",
+        "median ms",
+        "min-max ms",
+        "x floor",
+        f"<= {target_ratio}x",
+        "x libs_floor",
+    )
     records = []
     for result in results:
         ratio = result.median / floor
-        is_floor = result.target.name == FLOOR
+        is_floor = result.target.name in (FLOOR, LIBS_FLOOR)
         passed = ratio <= target_ratio
         verdict = "-" if is_floor else ("PASS" if passed else "FAIL")
         rows.append(
@@ -223,6 +238,7 @@ def report(results: list[Result], target_ratio: float) -> tuple[str, list[dict[s
                 f"{min(result.samples_ms):.0f}-{max(result.samples_ms):.0f}",
                 f"{ratio:.2f}",
                 verdict,
+                "-" if is_floor else f"{result.median / libs_floor:.2f}",
             )
         )
         records.append(
@@ -235,6 +251,7 @@ def report(results: list[Result], target_ratio: float) -> tuple[str, list[dict[s
                 "min_ms": round(min(result.samples_ms), 1),
                 "max_ms": round(max(result.samples_ms), 1),
                 "ratio": round(ratio, 3),
+                "ratio_to_libs_floor": round(result.median / libs_floor, 3),
                 "pass": None if is_floor else passed,
             }
         )
@@ -275,6 +292,13 @@ def main() -> int:
     )
     if failed:
         summary += "; FAIL: " + ", ".join(f"{r['function']} {r['ratio']:.2f}x" for r in failed)
+    libs = next(r for r in records if r["function"] == LIBS_FLOOR)
+    worst = max(measured, key=lambda r: r["ratio_to_libs_floor"])
+    summary += (
+        f"; the libraries floor (pydantic + firebase-admin auth) is {libs['ratio']:.2f}x the "
+        f"floor, and the slowest function {worst['ratio_to_libs_floor']:.2f}x it "
+        f"({worst['function']})"
+    )
     print(summary, flush=True)
 
     write_results(

@@ -1,21 +1,23 @@
-"""Warm request latency of `GET /v1/memories?limit=25` against an auth-only floor:
-`python -m bench.request_latency` (`make bench`).
+"""Warm request latency of `GET /v1/memories?limit=25` against an auth-only floor: `python -m
+bench.request_latency` (`make bench`).
 
 All are served by functions-framework alone, one process each, as deployed: the `memories`
 function from `main.py`; `bench/auth_floor.py`, which authenticates the caller exactly as a
 route does and answers `{}` (the issue's baseline); and, to show where the time goes,
-`bench/query_floor.py`, the same plus the one Firestore query the route makes. The emulators come from the local stack (`infra.local.LocalStack`)
-and a user from the Auth emulator; before measuring, the user gets 60 memories through the API,
-so every measured GET returns a full page of 25, and each memory gets an embedding of 1536
-numbers, as production stores them (which the page must not fetch).
+`bench/query_floor.py`, the same plus the one Firestore query the route makes. The emulators
+come from the local stack (`infra.local.LocalStack`) and a user from the Auth emulator; before
+measuring, the user gets 60 memories through the API, so every measured GET returns a full page
+of 25, and each memory gets an embedding of 1536 numbers, as production stores them (which the
+page must not fetch).
 
 The machine may be shared and noisy, so all servers run for the whole benchmark and the
 measurement alternates blocks: after 50 unrecorded warm-up requests to each, every round sends
-200 sequential requests to each server in turn, from one keep-alive `httpx.Client` per
-server. The table reports p50 and p99 over all samples and requests/s over the time spent in each
-server's blocks; the headline is the median over rounds of each round's p50 ratio
-(memories / auth_floor), followed by the same ratio to query_floor. The exit code is 0 whatever the ratio (this is a report); it is non-zero only
-if a server fails to start or answers with an error, which is reported with its log.
+200 sequential requests to each server in turn, from one keep-alive `httpx.Client` per server.
+The table reports p50 and p99 over all samples and requests/s over the time spent in each
+server's blocks; the headline is the median over rounds of each round's p50 ratio (memories /
+auth_floor), followed by the same ratio to query_floor. The exit code is 0 whatever the ratio
+(this is a report); it is non-zero only if a server fails to start or answers with an error,
+which is reported with its log.
 """
 
 from __future__ import annotations
