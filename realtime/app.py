@@ -47,6 +47,11 @@ async def http_error(request: Request, error: Exception) -> Response:
     return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
 
 
+async def server_error(request: Request, error: Exception) -> Response:
+    """A bug, in the same shape (Starlette logs it with its traceback)."""
+    return JSONResponse({"detail": "internal error"}, 500)
+
+
 # uvicorn binds its socket right after the lifespan's startup: warming starts a little later,
 # so the first health check does not share the interpreter with a 2 s import.
 WARM_AFTER_SECONDS = 0.5
@@ -78,7 +83,9 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 def create_app() -> ConnectionCounter:
     """The service: the routes, wrapped in the connection counter that `/health` reports."""
     app = Starlette(
-        routes=routes, exception_handlers={HTTPException: http_error}, lifespan=lifespan
+        routes=routes,
+        exception_handlers={HTTPException: http_error, Exception: server_error},
+        lifespan=lifespan,
     )
     counter = ConnectionCounter(app)
     app.state.connections = counter

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -21,14 +22,45 @@ from shared import chats, conversations, idempotency, llm
 from shared.auth import Access, Caller, authenticate, token_from_header
 from shared.chat_api import CHAT_ID, STREAM_MEDIA_TYPE, Message, MessageCreate
 from shared.errors import ApiError
-from shared.http import field_errors, parse_json_body
+from shared.http import backend_unavailable, field_errors, parse_json_body
+from shared.logging import get_logger
 from shared.models import Page
 
 NEWLINE = "__CRLF__"
+Handler = Callable[[Request], Awaitable[Response]]
+
+log = get_logger("messages")
 
 
 def _error(error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), error.status, headers=error.headers)
+
+
+def _api_error(error: Exception) -> ApiError | None:
+    """What `error` answers: itself if it is an API error, 503 for a backend that is down
+    (logged), None for a bug (left to the app's handler)."""
+    if isinstance(error, ApiError):
+        return error
+    unavailable = backend_unavailable(error)
+    if unavailable is not None:
+        log.warning("backend unavailable: %s", error)
+    return unavailable
+
+
+def _json_errors(handler: Handler) -> Handler:
+    """`handler`, answering its API errors and backend failures as `{"detail": ...}`."""
+
+    @functools.wraps(handler)
+    async def answer(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as error:
+            found = _api_error(error)
+            if found is None:
+                raise
+            return _error(found)
+
+    return answer
 
 
 async def _caller(request: Request) -> Caller:
@@ -36,6 +68,7 @@ async def _caller(request: Request) -> Caller:
     return await run_in_threadpool(authenticate, token, Access.USER)
 
 
+@_json_errors
 async def create_message(request: Request) -> Response:
     reservation: idempotency.Reservation | None = None
     try:
@@ -62,12 +95,8 @@ async def create_message(request: Request) -> Response:
         context = await run_in_threadpool(_conversation_context, caller.uid, body.conversation_id)
         if not llm.configured():
             raise llm.unavailable()
-    except ApiError as error:
-        if reservation is not None:
-            await run_in_threadpool(reservation.release)
-        return _error(error)
     except BaseException:
-        if reservation is not None:
+        if reservation is not None:  # nothing ran: a retry with the key may run
             await asyncio.shield(run_in_threadpool(reservation.release))
         raise
     return StreamingResponse(
@@ -77,24 +106,20 @@ async def create_message(request: Request) -> Response:
     )
 
 
+@_json_errors
 async def list_messages(request: Request) -> Response:
+    caller = await _caller(request)
     try:
-        caller = await _caller(request)
-        try:
-            page = Page.model_validate(dict(request.query_params))
-        except ValidationError as error:
-            raise field_errors(error, "query") from None
-    except ApiError as error:
-        return _error(error)
+        page = Page.model_validate(dict(request.query_params))
+    except ValidationError as error:
+        raise field_errors(error, "query") from None
     found = await run_in_threadpool(chats.messages, caller.uid, CHAT_ID, page.limit, page.offset)
     return JSONResponse([Message.from_stored(m).model_dump(mode="json") for m in reversed(found)])
 
 
+@_json_errors
 async def delete_messages(request: Request) -> Response:
-    try:
-        caller = await _caller(request)
-    except ApiError as error:
-        return _error(error)
+    caller = await _caller(request)
     await run_in_threadpool(chats.delete_messages, caller.uid, CHAT_ID)
     return Response(status_code=204)
 

@@ -233,7 +233,7 @@ class Router:
         except ApiError as error:
             return json_response(error.body(), error.status, error.headers)
         except Exception as error:
-            unavailable = _unavailable(error)
+            unavailable = backend_unavailable(error)
             if unavailable is not None:
                 log.warning("backend unavailable: %s", error)
                 return json_response(unavailable.body(), unavailable.status)
@@ -301,9 +301,9 @@ def _adapter(response_type: Any) -> TypeAdapter[Any]:
     return TypeAdapter(response_type)
 
 
-def _unavailable(error: Exception) -> ApiError | None:
-    """Transient backend failures (Firestore, Pub/Sub, a publish that timed out) become 503 so
-    clients retry."""
+def backend_unavailable(error: BaseException) -> ApiError | None:
+    """The 503 that a transient backend failure (Firestore, Pub/Sub, a publish that timed out)
+    becomes, so clients retry; None for any other error."""
     from google.api_core import exceptions
 
     if isinstance(

@@ -178,10 +178,46 @@ def test_bad_limits_are_422(api, user):
 
 
 def test_without_a_language_model_posting_is_503(stack, user, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    reply = _in_process().post("/v2/messages", json={"message": "hi"}, headers=user.bearer)
+    assert reply.status_code == 503 and "not configured" in reply.json()["detail"]
+
+
+def _in_process():
     from starlette.testclient import TestClient
 
     from realtime.app import app
 
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    reply = TestClient(app).post("/v2/messages", json={"message": "hi"}, headers=user.bearer)
-    assert reply.status_code == 503 and "not configured" in reply.json()["detail"]
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "POST"])
+def test_a_backend_that_is_down_is_a_503_in_the_api_shape(stack, user, monkeypatch, method):
+    from google.api_core import exceptions
+
+    from shared import chats, conversations
+
+    def down(*args, **kwargs):
+        raise exceptions.ServiceUnavailable("Firestore is down")
+
+    for module, name in [
+        (chats, "messages"),
+        (chats, "delete_messages"),
+        (conversations, "get_conversation"),
+    ]:
+        monkeypatch.setattr(module, name, down)
+    body = {"message": "hi", "conversation_id": "some-conversation"}
+    reply = _in_process().request(method, "/v2/messages", json=body, headers=user.bearer)
+    assert reply.status_code == 503, reply.text
+    assert "retry" in reply.json()["detail"]
+
+
+def test_a_bug_is_a_500_in_the_api_shape(stack, user, monkeypatch):
+    from shared import chats
+
+    def bug(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(chats, "messages", bug)
+    reply = _in_process().get("/v2/messages", headers=user.bearer)
+    assert reply.status_code == 500 and reply.json() == {"detail": "internal error"}

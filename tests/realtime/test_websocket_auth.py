@@ -93,3 +93,19 @@ def test_a_good_token_in_the_query_or_the_header_is_let_in_and_counted(server, a
     while httpx.get(health).json()["connections"] and time.monotonic() < deadline:
         time.sleep(0.05)
     assert httpx.get(health).json()["connections"] == 0
+
+
+def test_an_identity_backend_that_is_down_closes_with_1013_try_again_later(
+    server, auth_emulator, monkeypatch
+):
+    from google.api_core import exceptions
+
+    import realtime.auth
+
+    def down(*args, **kwargs):
+        raise exceptions.DeadlineExceeded("Firestore did not answer")
+
+    monkeypatch.setattr(realtime.auth, "authenticate", down)
+    user = auth_emulator.sign_up()
+    code, reason = _closed_with(f"ws://{server}/whoami?token={user.token}")
+    assert code == 1013 and "retry" in reason
