@@ -42,6 +42,7 @@ from realtime.connections import send_if_open
 from shared import conversations
 from shared.audio import AudioFormat, AudioFormatError, Decoder, FrameTooLarge
 from shared.errors import ApiError
+from shared.http import backend_unavailable
 from shared.logging import get_logger
 from shared.settings import get_settings
 from shared.stt import LiveStream, SpeechToTextUnavailable, speech_to_text, words_to_segments
@@ -58,6 +59,10 @@ RECONNECT_DELAYS = (0.5, 1.0, 2.0, 4.0)
 BACKLOG_SECONDS = 60.0
 # Providers close a stream that hears nothing for ~10 s: keep it open during silence.
 KEEPALIVE_SECONDS = 5.0
+# A provider stream that lived this long was healthy: its death starts a new count of attempts.
+STABLE_SECONDS = 30.0
+# Waits between attempts to store a result's segments while Firestore has trouble.
+STORE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 MIN_TIMEOUT = 15
 # How long an open socket waits to tell the phone what post-processing made of a conversation.
 OUTCOME_WAIT_SECONDS = 600.0
@@ -126,6 +131,7 @@ class Session:
         self.backlog: deque[bytes] = deque()
         self.backlog_seconds = 0.0
         self.outcomes: set[asyncio.Task[None]] = set()  # see `_report_outcome`
+        self.finished: set[str] = set()  # conversations this session finished
 
     async def send(self, event: dict[str, Any]) -> None:
         """Tell the phone, if it is still there (the session may outlive it to store what the
@@ -187,32 +193,37 @@ class Session:
 
     async def _transcribe_until_hang_up(self, receiving: asyncio.Task[None]) -> None:
         provider = speech_to_text()
-        failures = 0
+        failures = 0  # in a row: attempts that failed, and streams that died young
         while True:
             transcribing: asyncio.Task[None] | None = None
+            opened_at: float | None = None
             try:
                 async with provider.stream(
                     language=self.params.language, sample_rate=self.decoder.sample_rate
                 ) as stream:
-                    failures = 0
-                    self.sent_seconds = 0.0
-                    await self._attach(stream)
-                    await self.send({"type": "service_status", "status": "ready"})
-                    transcribing = asyncio.create_task(self._transcribe(stream))
-                    await asyncio.wait(
-                        {receiving, transcribing}, return_when=asyncio.FIRST_COMPLETED
-                    )
-                    if receiving.done():
-                        self.stream = None
-                        receiving.result()  # a protocol error from the phone ends the session
-                        await stream.close()  # the phone hung up: let the provider flush
-                        await asyncio.wait_for(transcribing, FLUSH_SECONDS)
+                    opened_at = time.monotonic()
+                    try:
+                        self.sent_seconds = 0.0
+                        await self._attach(stream)
+                        await self.send({"type": "service_status", "status": "ready"})
+                        transcribing = asyncio.create_task(self._transcribe(stream))
+                        await asyncio.wait(
+                            {receiving, transcribing}, return_when=asyncio.FIRST_COMPLETED
+                        )
+                        if receiving.done():
+                            self.stream = None
+                            receiving.result()  # a protocol error from the phone ends it
+                            await stream.close()  # the phone hung up: let the provider flush
+                            await asyncio.wait_for(transcribing, FLUSH_SECONDS)
+                            return
+                        transcribing.result()  # raises: the provider failed
                         return
-                    transcribing.result()  # raises: the provider failed
-                    return
+                    finally:
+                        self.stream = None  # no audio for a stream on its way out
             except SpeechToTextUnavailable as error:
-                self.stream = None
                 self._requeue_unconfirmed()
+                if opened_at is not None and time.monotonic() - opened_at >= STABLE_SECONDS:
+                    failures = 0  # it worked for a while: this is a new outage
                 failures += 1
                 log.warning(
                     "speech-to-text unavailable: %s", error.reason, extra={"attempt": failures}
@@ -233,9 +244,10 @@ class Session:
     async def _attach(self, stream: LiveStream) -> None:
         """Send what was kept while the provider was away, then stream live, in order."""
         while self.backlog:
-            pcm = self.backlog.popleft()
+            pcm = self.backlog[0]
+            await self._send_audio(stream, pcm)  # on failure the chunk stays for the next stream
+            self.backlog.popleft()
             self.backlog_seconds -= self.decoder.seconds(pcm)
-            await self._send_audio(stream, pcm)
         self.stream = stream
 
     async def _send_audio(self, stream: LiveStream, pcm: bytes) -> None:
@@ -305,7 +317,10 @@ class Session:
             if pcm:
                 await self._audio(pcm)
             elif self.stream is not None:
-                await self.stream.keep_alive()
+                try:
+                    await self.stream.keep_alive()
+                except SpeechToTextUnavailable:
+                    self.stream = None  # the transcribing task reports the failure
 
     async def _transcribe(self, stream: LiveStream) -> None:
         """Final results to stored segments, then to the phone: stored first, always."""
@@ -313,18 +328,11 @@ class Session:
             if not transcript.is_final or not transcript.words:
                 continue
             segments = words_to_segments(transcript.words, offset=self.shift)
+            appended = await self._store(segments)
             self._confirm(max(word.end for word in transcript.words))
-            appended = await run_in_threadpool(
-                conversations.append_segments,
-                self.uid,
-                segments,
-                self.params.language,
-                self.conversation_id,
-                self.version,
-                self.params.conversation_timeout,
-            )
             conversation_id = appended.conversation_id
-            self.conversation_id, self.version = conversation_id, appended.version
+            if conversation_id not in self.finished:  # else it landed just before the finish
+                self.conversation_id, self.version = conversation_id, appended.version
             self.last_speech = time.monotonic()
             if appended.created:
                 started = {"type": "conversation_started", "conversation_id": conversation_id}
@@ -336,6 +344,30 @@ class Session:
                     "segments": [segment.model_dump(mode="json") for segment in segments],
                 }
             )
+
+    async def _store(self, segments: list[conversations.Segment]) -> conversations.Appended:
+        """Append `segments` to the conversation, retrying while Firestore has trouble (the
+        audio stays unconfirmed meanwhile); after the last retry the error ends the session."""
+        for delay in (*STORE_RETRY_DELAYS, None):
+            try:
+                return await run_in_threadpool(
+                    conversations.append_segments,
+                    self.uid,
+                    segments,
+                    self.params.language,
+                    self.conversation_id,
+                    self.version,
+                    self.params.conversation_timeout,
+                )
+            except Exception as error:
+                if delay is None or not _transient(error):
+                    raise
+                log.warning(
+                    "storing segments failed; retrying",
+                    extra={"conversation_id": self.conversation_id, "error": repr(error)},
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
 
     async def _watch(self) -> None:
         """Finish the conversation after `conversation_timeout` without speech; keep the
@@ -359,6 +391,7 @@ class Session:
         if conversation_id is None:
             return
         self.conversation_id, self.version = None, None
+        self.finished.add(conversation_id)
         self.shift = -self.sent_seconds  # the next conversation's times start near 0
         try:
             await run_in_threadpool(conversations.finish, self.uid, conversation_id, reason)
@@ -409,3 +442,15 @@ class Session:
                     "reason": found.failure_reason,
                 }
             )
+
+
+def _transient(error: Exception) -> bool:
+    """Whether storing may succeed if tried again: Firestore unavailable or too slow, a
+    transaction aborted, or the conversation changing under the append."""
+    from google.api_core.exceptions import Aborted
+
+    return (
+        backend_unavailable(error) is not None
+        or isinstance(error, Aborted)
+        or (isinstance(error, ApiError) and error.status == 409)
+    )

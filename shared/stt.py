@@ -314,8 +314,10 @@ class DeepgramStream:
             # UtteranceEnd, SpeechStarted and unknown messages carry nothing a segment needs.
 
     def _open_socket(self) -> Any:
-        if self._socket is None or self._connection is None:
+        if self._socket is None:
             raise RuntimeError("use the stream inside `async with provider.stream(...)`")
+        if self._connection is None:  # closed, or closing: audio sent now would be lost
+            raise _unavailable("the stream is closed", retryable=True)
         return self._socket
 
     async def _io(self, operation: Awaitable[None]) -> None:

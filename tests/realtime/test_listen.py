@@ -41,11 +41,12 @@ def _stream(socket, audio: bytes, sample_rate: int) -> None:
         socket.send(audio[start : start + step])
 
 
-def _events(socket) -> list[dict]:
+def _events(socket, timeout: float = 15) -> list[dict]:
+    """The socket's events until it closes or is quiet for `timeout` seconds."""
     events = []
     try:
         while True:
-            events.append(json.loads(socket.recv(timeout=15)))
+            events.append(json.loads(socket.recv(timeout=timeout)))
     except (ConnectionClosed, TimeoutError):
         pass
     return events
@@ -186,6 +187,41 @@ def test_a_provider_that_never_comes_back_is_reported_and_the_socket_closed(stac
     assert events == [{"type": "service_status", "status": "stt_failed", "retryable": True}] * (
         len(RECONNECT_DELAYS) + 1
     )
+    assert len(deepgram.connections) == len(RECONNECT_DELAYS) + 1
+    assert closed is not None and closed.code == 1011
+
+
+def test_keep_alives_while_the_provider_drops_the_stream_lead_to_one_reconnect(
+    stack, user, deepgram
+):
+    second = 32000  # bytes of 16 kHz pcm16
+    deepgram.close_when_audio(second, code=1011, connection=1)
+    with connect(_url(stack, user)) as socket:
+        assert json.loads(socket.recv(timeout=15))["status"] == "ready"
+        events = []
+        reading = threading.Thread(target=lambda: events.extend(_events(socket, timeout=3)))
+        reading.start()
+        _stream(socket, tone(1.0, 16000), 16000)  # the upstream goes away after this second
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:  # silence, as keep-alives (one every millisecond)
+            socket.send(b"\x00")
+            time.sleep(0.001)
+        reading.join(timeout=10)
+    assert [event.get("status") for event in events] == ["stt_failed", "ready"]
+    assert len(deepgram.connections) == 2
+    time.sleep(1.0)  # the phone has hung up: nothing reconnects any more
+    assert len(deepgram.connections) == 2
+
+
+@pytest.mark.slow
+def test_a_provider_whose_streams_keep_dying_young_is_given_up(stack, user, deepgram):
+    deepgram.close_when_audio(3200, code=1011)  # every stream dies after 0.1 s of audio
+    with connect(_url(stack, user)) as socket:
+        _stream(socket, tone(0.5, 16000), 16000)  # replayed to each new stream, unconfirmed
+        events = _events(socket)
+        closed = socket.protocol.close_rcvd
+    failures = [event for event in events if event.get("status") == "stt_failed"]
+    assert len(failures) == len(RECONNECT_DELAYS) + 1
     assert len(deepgram.connections) == len(RECONNECT_DELAYS) + 1
     assert closed is not None and closed.code == 1011
 
@@ -454,3 +490,42 @@ def test_a_stalled_provider_handshake_is_reported_and_the_audio_kept_for_the_nex
     shown = events[3]["segments"]
     assert [segment["text"] for segment in shown] == ["Patience."]
     assert _stored_segments(firestore, user.uid, events[2]["conversation_id"]) == shown
+
+
+def test_storing_retries_while_firestore_has_trouble_and_gives_up_on_a_bug(
+    stack, firestore, monkeypatch
+):
+    import asyncio
+
+    from google.api_core.exceptions import ServiceUnavailable
+
+    import realtime.listen as listen
+    from realtime.listen import ListenParams, Session
+    from shared import conversations
+
+    monkeypatch.setattr(listen, "STORE_RETRY_DELAYS", (0.01, 0.01, 0.01))
+    uid = f"store-{uuid.uuid4().hex[:8]}"
+    session = Session(None, uid, ListenParams.parse({}))  # type: ignore[arg-type]
+    segment = conversations.Segment(id=uuid.uuid4().hex, text="Kept.", start=0.0, end=0.5)
+    real, calls = conversations.append_segments, []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) <= 2:
+            raise ServiceUnavailable("Firestore is restarting")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(conversations, "append_segments", flaky)
+    appended = asyncio.run(session._store([segment]))
+    assert len(calls) == 3
+    stored = _stored_segments(firestore, uid, appended.conversation_id)
+    assert [s["text"] for s in stored] == ["Kept."]
+
+    def bug(*args, **kwargs):
+        calls.append(args)
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(conversations, "append_segments", bug)
+    with pytest.raises(TypeError):
+        asyncio.run(session._store([segment]))
+    assert len(calls) == 4  # not retried
