@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Self
 
@@ -25,6 +25,9 @@ COLLECTION = "conversations"
 FINISHED_TOPIC = "conversation.finished"
 # Silence that finishes a conversation, unless its session asked for another (API.md, Listen).
 DEFAULT_TIMEOUT_SECONDS = 120
+# On a conversation in progress: when its silence timeout passes if no segment comes before
+# (written with every append, so the sweep can ask Firestore for exactly the overdue ones).
+IDLE_DUE_FIELD = "idle_due_at"
 
 
 class ConversationStatus(StrEnum):
@@ -157,17 +160,32 @@ def _move_to_processing(
         }
         if current.get("status") == ConversationStatus.in_progress:
             changes["finished_at"] = now
+        if "events_published" in current:
+            # The events of the earlier completion are moot now: leave the sweep's
+            # "unpublished events" query (the next completion sets the marker again).
+            changes["events_published"] = None
         transaction.update(reference, changes)
         return {**current, **changes, "id": conversation_id}
 
     moved = Conversation.model_validate(move(store.db().transaction()))
-    publish(
-        FINISHED_TOPIC,
-        {"uid": uid, "conversation_id": conversation_id, "reason": reason},
-        uid=uid,
-        conversation_id=conversation_id,
-        reason=reason,
-    )
+    try:
+        publish(
+            FINISHED_TOPIC,
+            {"uid": uid, "conversation_id": conversation_id, "reason": reason},
+            uid=uid,
+            conversation_id=conversation_id,
+            reason=reason,
+        )
+    except Exception:
+        # The move is committed: the conversation IS processing, and a retry by the caller
+        # would find nothing to move. The sweep publishes it again once it has been
+        # `processing` for `shared.sweep.STUCK_AFTER`, so this is the caller's success.
+        from shared.logging import get_logger
+
+        get_logger("conversations").exception(
+            "conversation.finished not published; the sweep will requeue it",
+            extra={"uid": uid, "conversation_id": conversation_id, "reason": reason},
+        )
     return moved
 
 
@@ -275,8 +293,9 @@ def append_segments(
     the precondition "unchanged since `version`" (the update time of our last write). Any other
     write since (a finish, another socket on the same conversation) fails it; the status is then
     read again and the append retried, still guarded, so segments never land in a conversation
-    that was finished meanwhile. A new conversation records `timeout_seconds`, the silence
-    after which the sweep finishes it if no session does."""
+    that was finished meanwhile. Every append records `timeout_seconds`, the silence after
+    which the sweep finishes the conversation if no session does, and the moment it will have
+    passed (`IDLE_DUE_FIELD`)."""
     from google.api_core.exceptions import AlreadyExists, FailedPrecondition
     from google.cloud import firestore
 
@@ -293,6 +312,7 @@ def append_segments(
                         "source": "phone",
                         "language": language,
                         "timeout_seconds": timeout_seconds,
+                        IDLE_DUE_FIELD: now + timedelta(seconds=timeout_seconds),
                         "created_at": now,
                         "started_at": now,
                         "updated_at": now,
@@ -314,7 +334,12 @@ def append_segments(
             version = snapshot.update_time
         try:
             written = reference.update(
-                {"transcript_segments": firestore.ArrayUnion(rows), "updated_at": now},
+                {
+                    "transcript_segments": firestore.ArrayUnion(rows),
+                    "updated_at": now,
+                    "timeout_seconds": timeout_seconds,
+                    IDLE_DUE_FIELD: now + timedelta(seconds=timeout_seconds),
+                },
                 option=client.write_option(last_update_time=version),
             )
         except FailedPrecondition:

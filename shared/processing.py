@@ -198,7 +198,7 @@ def _memory_texts(texts: list[str]) -> list[str]:
         if not text or len(text) > 1000:
             continue
         if SPEAKER_LABEL.search(text):
-            log.warning("dropped a memory that names a speaker label", extra={"memory": text})
+            log.warning("dropped a memory that names a speaker label", extra={"length": len(text)})
             continue
         kept.append(text)
     return kept[:MAX_MEMORIES]
@@ -221,7 +221,14 @@ def _new_memories(
             continue
         neighbours = memories.nearest(uid, vector, limit=5, within=1 - DUPLICATE_SIMILARITY)
         if any((n.to_dict() or {}).get("conversation_id") != conversation_id for n in neighbours):
-            log.info("skipped a memory the user already has", extra={"memory": text})
+            log.info(
+                "skipped a memory the user already has",
+                extra={
+                    "conversation_id": conversation_id,
+                    "memory_ids": [n.id for n in neighbours],
+                    "length": len(text),
+                },
+            )
             continue
         kept.append((text, vector))
     return kept
@@ -364,7 +371,7 @@ def _when(local: str | None, zone: ZoneInfo) -> datetime | None:
     try:
         moment = datetime.fromisoformat(local.strip())
     except ValueError:
-        log.warning("dropped a date the model gave that is not one", extra={"value": local})
+        log.warning("dropped a date the model gave that is not one", extra={"length": len(local)})
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)

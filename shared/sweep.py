@@ -5,15 +5,23 @@ stack publishes the tick itself). Every move goes through the same guarded trans
 normal path, so a sweep racing a live session or a delivery publishes nothing twice:
 
 - a conversation `processing` for longer than `STUCK_AFTER` (its function was killed, or its
-  message lost) is published again, at most `MAX_REQUEUES` times; then it is `failed`;
-- a conversation `in_progress` whose timeout passed (plus `GRACE`) is finished: a live session
-  would have finished it itself, so its phone is gone;
+  message lost or never published) is published again, at most `MAX_REQUEUES` times; then it
+  is `failed`. A requeue whose publish fails is undone, so it does not count;
+- a conversation `in_progress` whose own timeout passed (plus `GRACE`) is finished: a live
+  session would have finished it itself, so its phone is gone;
 - a conversation `completed` more than `GRACE` ago whose app events are still unpublished (the
-  delivery died after its commit) gets them published.
+  delivery died after its commit) gets them published; one that left `completed` meanwhile
+  loses the marker instead (its events will be those of its next completion).
+
+One conversation that fails (a publish timeout, transaction contention) is logged with its id
+and skipped; the others and the other kinds go on, the run ends with an error-level log naming
+what failed, and the next tick tries again. The run itself does not raise: Pub/Sub would only
+deliver the whole tick again, and the next tick comes a minute later anyway.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,16 +38,16 @@ log = get_logger("sweep")
 STUCK_AFTER = timedelta(minutes=10)
 MAX_REQUEUES = 3
 GRACE = timedelta(seconds=60)
-# The shortest conversation timeout a session may ask for (development allows 1 s).
-SHORTEST_TIMEOUT = timedelta(seconds=1)
-# Conversations looked at per kind and run; the next run takes the rest.
+# Conversations acted on per kind and run; the next run takes the rest.
 BATCH = 200
+# What the idle pass reads of each conversation it finishes.
+IDLE_FIELDS = ["updated_at", "timeout_seconds"]
 # The composite indexes `stuck_query` and `idle_query` need (checked by tests/infra).
 INDEXES = tuple(
     store.IndexShape(COLLECTION, frozenset({equal}), order, "ASCENDING", "COLLECTION_GROUP")
     for equal, order in (
         ("status", "processing_since"),  # stuck_query
-        ("status", "updated_at"),  # idle_query
+        ("status", conversations.IDLE_DUE_FIELD),  # idle_query
         ("events_published", "completed_at"),  # unpublished_query
     )
 )
@@ -51,6 +59,10 @@ class SweepReport:
     failed: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
     published: list[str] = field(default_factory=list)
+    # Conversations whose stale "events unpublished" marker was removed (no longer completed).
+    cleared: list[str] = field(default_factory=list)
+    # `<kind>:<conversation id>` (or just `<kind>` if its query failed) of what raised.
+    errors: list[str] = field(default_factory=list)
 
 
 def stuck_query(now: datetime) -> Any:
@@ -67,14 +79,16 @@ def stuck_query(now: datetime) -> Any:
 
 
 def idle_query(now: datetime) -> Any:
-    """Conversations of every user `in_progress` with no segment for the shortest timeout."""
+    """Conversations of every user `in_progress` whose own silence timeout passed more than
+    `GRACE` ago, most overdue first."""
     from google.cloud.firestore import FieldFilter
 
     return (
         db()
         .collection_group(COLLECTION)
         .where(filter=FieldFilter("status", "==", ConversationStatus.in_progress.value))
-        .where(filter=FieldFilter("updated_at", "<", now - SHORTEST_TIMEOUT - GRACE))
+        .where(filter=FieldFilter(conversations.IDLE_DUE_FIELD, "<", now - GRACE))
+        .order_by(conversations.IDLE_DUE_FIELD)
         .limit(BATCH)
     )
 
@@ -93,63 +107,136 @@ def unpublished_query(now: datetime) -> Any:
 
 
 def sweep(now: datetime | None = None) -> SweepReport:
+    """One run: requeue the stuck, finish the idle, publish the unpublished (see above)."""
     now = now or datetime.now(UTC)
     report = SweepReport()
-    for snapshot in stuck_query(now).stream():
-        uid = snapshot.reference.parent.parent.id
-        outcome = _requeue(uid, snapshot.id, now)
-        if outcome is not None:
-            getattr(report, outcome).append(snapshot.id)
-    for snapshot in idle_query(now).stream():
-        stored = snapshot.to_dict() or {}
-        timeout = timedelta(
-            seconds=stored.get("timeout_seconds", conversations.DEFAULT_TIMEOUT_SECONDS)
-        )
-        idle_since = now - timeout - GRACE
-        if stored.get("updated_at", now) >= idle_since:
-            continue  # its own (longer) timeout has not passed yet
-        uid = snapshot.reference.parent.parent.id
+    passes: tuple[tuple[str, Callable[[datetime, SweepReport], None]], ...] = (
+        ("stuck", _sweep_stuck),
+        ("idle", _sweep_idle),
+        ("unpublished", _sweep_unpublished),
+    )
+    for kind, run in passes:
         try:
-            conversations.finish(uid, snapshot.id, reason="timeout", idle_since=idle_since)
-        except ApiError:
-            continue  # finished by its session or the app meanwhile, or spoken in again
-        report.finished.append(snapshot.id)
-    for snapshot in unpublished_query(now).stream():
-        stored = snapshot.to_dict() or {}
-        if stored.get("status") != ConversationStatus.completed:
-            continue
-        uid = snapshot.reference.parent.parent.id
-        processing.publish_events(uid, snapshot.id, tuple(stored.get("new_memory_ids", [])))
-        report.published.append(snapshot.id)
-    if report.requeued or report.failed or report.finished or report.published:
-        log.info(
-            "sweep",
-            extra={
-                "requeued": report.requeued,
-                "failed": report.failed,
-                "finished": report.finished,
-                "published": report.published,
-            },
-        )
+            run(now, report)
+        except Exception:
+            log.exception("sweep query failed", extra={"kind": kind})
+            report.errors.append(kind)
+    summary = {
+        "requeued": report.requeued,
+        "failed": report.failed,
+        "finished": report.finished,
+        "published": report.published,
+        "cleared": report.cleared,
+        "errors": report.errors,
+    }
+    if report.errors:
+        log.error("sweep finished with errors; the next run retries them", extra=summary)
+    elif any(summary.values()):
+        log.info("sweep", extra=summary)
     return report
 
 
-def _requeue(uid: str, conversation_id: str, now: datetime) -> str | None:
-    """Publish a stuck conversation again (or fail it after `MAX_REQUEUES`), if it is still
-    stuck: the transaction moves `processing_since` on, so a second sweep leaves it alone."""
+def _uid(snapshot: Any) -> str:
+    return str(snapshot.reference.parent.parent.id)
+
+
+def _failed(report: SweepReport, kind: str, snapshot: Any) -> None:
+    """Log the exception being handled for one conversation; the sweep goes on."""
+    log.exception(
+        "sweep could not handle a conversation",
+        extra={"kind": kind, "uid": _uid(snapshot), "conversation_id": snapshot.id},
+    )
+    report.errors.append(f"{kind}:{snapshot.id}")
+
+
+def _sweep_stuck(now: datetime, report: SweepReport) -> None:
+    for snapshot in stuck_query(now).get():
+        try:
+            outcome = _requeue(_uid(snapshot), snapshot.id, now)
+        except Exception:
+            _failed(report, "stuck", snapshot)
+            continue
+        if outcome is not None:
+            getattr(report, outcome).append(snapshot.id)
+
+
+def _sweep_idle(now: datetime, report: SweepReport) -> None:
+    for snapshot in idle_query(now).select(IDLE_FIELDS).get():
+        stored = snapshot.to_dict() or {}
+        timeout = stored.get("timeout_seconds", conversations.DEFAULT_TIMEOUT_SECONDS)
+        # The finish checks that no segment came since: a session that spoke in meanwhile
+        # keeps its conversation.
+        idle_since = now - timedelta(seconds=timeout) - GRACE
+        try:
+            conversations.finish(
+                _uid(snapshot), snapshot.id, reason="timeout", idle_since=idle_since
+            )
+        except ApiError:
+            continue  # finished by its session or the app meanwhile, or spoken in again
+        except Exception:
+            _failed(report, "idle", snapshot)
+            continue
+        report.finished.append(snapshot.id)
+
+
+def _sweep_unpublished(now: datetime, report: SweepReport) -> None:
+    for snapshot in unpublished_query(now).get():
+        stored = snapshot.to_dict() or {}
+        uid = _uid(snapshot)
+        try:
+            if stored.get("status") != ConversationStatus.completed:
+                if _clear_unpublished(uid, snapshot.id):
+                    report.cleared.append(snapshot.id)
+                continue
+            processing.publish_events(uid, snapshot.id, tuple(stored.get("new_memory_ids", [])))
+        except Exception:
+            _failed(report, "unpublished", snapshot)
+            continue
+        report.published.append(snapshot.id)
+
+
+def _clear_unpublished(uid: str, conversation_id: str) -> bool:
+    """Remove the "events unpublished" marker of a conversation that is no longer `completed`
+    (reprocessed, then perhaps failed), so it leaves `unpublished_query`; checked in a
+    transaction, so a completion that happens meanwhile keeps its own marker."""
     from google.cloud import firestore
 
     reference = store.document(uid, COLLECTION, conversation_id)
 
     @firestore.transactional
-    def claim(transaction: firestore.Transaction) -> str | None:
+    def clear(transaction: firestore.Transaction) -> bool:
+        current = reference.get(
+            transaction=transaction, field_paths=["status", "events_published"]
+        ).to_dict()
+        if current is None or current.get("status") == ConversationStatus.completed:
+            return False
+        if current.get("events_published") is not False:
+            return False
+        transaction.update(reference, {"events_published": None})
+        return True
+
+    cleared: bool = clear(db().transaction())
+    return cleared
+
+
+def _requeue(uid: str, conversation_id: str, now: datetime) -> str | None:
+    """Publish a stuck conversation again (or fail it after `MAX_REQUEUES`), if it is still
+    stuck: the transaction moves `processing_since` on, so a second sweep leaves it alone.
+    If the publish then fails, the claim is undone (the requeue does not count, and the next
+    run tries again) and the error raised."""
+    from google.cloud import firestore
+
+    reference = store.document(uid, COLLECTION, conversation_id)
+
+    @firestore.transactional
+    def claim(transaction: firestore.Transaction) -> tuple[str | None, Any, int]:
         current = reference.get(transaction=transaction).to_dict() or {}
         since = current.get("processing_since")
+        requeues = int(current.get("requeues", 0))
         if current.get("status") != ConversationStatus.processing or (
             since is not None and since >= now - STUCK_AFTER
         ):
-            return None
-        requeues = int(current.get("requeues", 0))
+            return None, since, requeues
         if requeues >= MAX_REQUEUES:
             last = current.get("last_error") or "it was interrupted every time"
             transaction.update(
@@ -161,17 +248,48 @@ def _requeue(uid: str, conversation_id: str, now: datetime) -> str | None:
                     ),
                 },
             )
-            return "failed"
+            return "failed", since, requeues
         transaction.update(reference, {"processing_since": now, "requeues": requeues + 1})
-        return "requeued"
+        return "requeued", since, requeues
 
-    outcome: str | None = claim(db().transaction())
+    outcome, since, requeues = claim(db().transaction())
     if outcome == "requeued":
-        publish(
-            conversations.FINISHED_TOPIC,
-            {"uid": uid, "conversation_id": conversation_id, "reason": "requeued"},
-            uid=uid,
-            conversation_id=conversation_id,
-            reason="requeued",
-        )
+        try:
+            publish(
+                conversations.FINISHED_TOPIC,
+                {"uid": uid, "conversation_id": conversation_id, "reason": "requeued"},
+                uid=uid,
+                conversation_id=conversation_id,
+                reason="requeued",
+            )
+        except Exception:
+            try:
+                _unclaim(reference, now, since, requeues)
+            except Exception:
+                log.exception(
+                    "could not undo a requeue whose publish failed; it counts",
+                    extra={"uid": uid, "conversation_id": conversation_id},
+                )
+            raise
     return outcome
+
+
+def _unclaim(reference: Any, now: datetime, since: Any, requeues: int) -> None:
+    """Put back what `_requeue` claimed, unless the conversation moved on meanwhile."""
+    from google.cloud import firestore
+
+    @firestore.transactional
+    def undo(transaction: firestore.Transaction) -> None:
+        current = reference.get(
+            transaction=transaction, field_paths=["status", "processing_since", "requeues"]
+        ).to_dict()
+        if (
+            current is None
+            or current.get("status") != ConversationStatus.processing
+            or current.get("processing_since") != now
+            or int(current.get("requeues", 0)) != requeues + 1
+        ):
+            return  # completed, reprocessed or claimed again meanwhile: theirs now
+        transaction.update(reference, {"processing_since": since, "requeues": requeues})
+
+    undo(db().transaction())

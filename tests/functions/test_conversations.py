@@ -198,14 +198,17 @@ def test_reprocess_runs_a_finished_conversation_again(api, user, firestore):
         )
 
 
-def test_pub_sub_down_is_a_503_and_the_conversation_waits_for_the_sweep(
+def test_pub_sub_down_after_the_move_answers_processing_and_the_sweep_requeues_it(
     user, firestore, monkeypatch
 ):
+    """The move to `processing` is committed before the publish: the caller gets the
+    conversation (a retry would find nothing in progress), and the sweep publishes it once it
+    has been processing for `STUCK_AFTER`, at the first tick after that."""
     import httpx
     from functions_framework import create_app
 
     from infra.local import free_port
-    from shared import pubsub
+    from shared import pubsub, sweep
     from shared.deployables import ROOT
 
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
@@ -213,9 +216,28 @@ def test_pub_sub_down_is_a_503_and_the_conversation_waits_for_the_sweep(
     monkeypatch.setattr(pubsub, "PUBLISH_TIMEOUT_SECONDS", 1.0)
     app = create_app(target="conversations", source=str(ROOT / "main.py"))
     live = seed.conversation(firestore, user.uid, status="in_progress")
+    done = seed.conversation(firestore, user.uid, status="completed", events_published=False)
     with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://f") as client:
         reply = client.post("/v1/conversations", headers=user.bearer)
-    assert reply.status_code == 503
-    assert "retry" in reply.json()["detail"]
+        again = client.post(f"/v1/conversations/{done}/reprocess", headers=user.bearer)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["id"] == live and reply.json()["status"] == "processing"
+    assert again.status_code == 200 and again.json()["status"] == "processing"
     stored = firestore.collection("users").document(user.uid).collection("conversations")
     assert stored.document(live).get().get("status") == "processing"
+    since = stored.document(live).get().get("processing_since")
+
+    def stuck_at(moment: datetime) -> bool:
+        return live in {s.id for s in sweep.stuck_query(moment).get()}
+
+    assert not stuck_at(since + sweep.STUCK_AFTER - timedelta(seconds=1))
+    assert stuck_at(since + sweep.STUCK_AFTER + timedelta(seconds=1))
+    sent: list[dict] = []
+    monkeypatch.setattr(sweep, "publish", lambda topic, data, **_: sent.append(data) or "id")
+    early = since + sweep.STUCK_AFTER - timedelta(seconds=1)
+    assert sweep._requeue(user.uid, live, early) is None
+    assert sweep._requeue(user.uid, live, since + sweep.STUCK_AFTER + timedelta(seconds=1)) == (
+        "requeued"
+    )
+    assert sent == [{"uid": user.uid, "conversation_id": live, "reason": "requeued"}]
+    firestore.recursive_delete(firestore.collection("users").document(user.uid))

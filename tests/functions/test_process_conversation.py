@@ -70,6 +70,20 @@ def _processing(firestore, uid: str, marker: str, **fields) -> str:
     )
 
 
+def _in_progress(firestore, uid: str, idle_for: timedelta, timeout_seconds: int) -> str:
+    """A conversation in progress whose last segment came `idle_for` ago, as `append_segments`
+    stores it."""
+    last = datetime.now(UTC) - idle_for
+    return seed.conversation(
+        firestore,
+        uid,
+        status="in_progress",
+        updated_at=last,
+        timeout_seconds=timeout_seconds,
+        idle_due_at=last + timedelta(seconds=timeout_seconds),
+    )
+
+
 def _finished(uid: str, conversation_id: str) -> None:
     publish(
         "conversation.finished",
@@ -340,20 +354,9 @@ def test_the_sweep_publishes_the_events_a_dead_delivery_left_unpublished(api, us
 
 
 def test_the_sweep_finishes_a_conversation_whose_phone_went_away(api, user, firestore, openai):
-    now = datetime.now(UTC)
-    idle = seed.conversation(
-        firestore,
-        user.uid,
-        status="in_progress",
-        updated_at=now - timedelta(minutes=5),
-        timeout_seconds=120,
-    )
-    long_timeout = seed.conversation(
-        firestore,
-        user.uid,
-        status="in_progress",
-        updated_at=now - timedelta(minutes=5),
-        timeout_seconds=3600,
+    idle = _in_progress(firestore, user.uid, idle_for=timedelta(minutes=5), timeout_seconds=120)
+    long_timeout = _in_progress(
+        firestore, user.uid, idle_for=timedelta(minutes=5), timeout_seconds=3600
     )
     with tap("conversation.finished") as finished:
         publish("sweep.tick", {})
@@ -363,3 +366,187 @@ def test_the_sweep_finishes_a_conversation_whose_phone_went_away(api, user, fire
     assert messages[0].data["reason"] == "timeout"
     state = api.get(f"/v1/conversations/{long_timeout}", headers=user.bearer).json()
     assert state["status"] == "in_progress"
+
+
+# The sweep run in-process (`shared.sweep.sweep`), with publishes of this test's conversations
+# recorded or failed on purpose; everything else it meets is published for real, as a tick would.
+
+
+def _publishes(monkeypatch, module, ours: set[str], failing: set[str] = frozenset()) -> list[dict]:
+    """Replace `module.publish`: a message about one of `ours` is recorded (or, for one of
+    `failing`, raises as a publish timeout does) instead of sent. Returns the recorded data."""
+    real = module.publish
+    sent: list[dict] = []
+
+    def publish(topic: str, data: dict, **attributes: str) -> str:
+        conversation_id = data.get("conversation_id")
+        if conversation_id in failing:
+            raise TimeoutError("injected: the publish timed out")
+        if conversation_id in ours:
+            sent.append({"topic": topic, **data})
+            return "recorded"
+        return str(real(topic, data, **attributes))
+
+    monkeypatch.setattr(module, "publish", publish)
+    return sent
+
+
+def _stored(firestore, uid: str, conversation_id: str) -> dict:
+    return firestore.document(f"users/{uid}/conversations/{conversation_id}").get().to_dict()
+
+
+def _forget(firestore, uid: str) -> None:
+    """Delete the user's conversations, so no later sweep meets what this test left."""
+    firestore.recursive_delete(firestore.collection("users").document(uid))
+
+
+def _log_lines(output: str) -> list[dict]:
+    lines = []
+    for line in output.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue
+    return lines
+
+
+def test_one_failing_conversation_does_not_stop_the_sweep(
+    stack, user, firestore, monkeypatch, capsys
+):
+    from shared import conversations, processing, sweep
+
+    now = datetime.now(UTC)
+    long_ago = now - timedelta(minutes=11)
+    bad, good = (_processing(firestore, user.uid, "stuck", processing_since=long_ago) for _ in "ab")
+    idle = _in_progress(firestore, user.uid, idle_for=timedelta(minutes=5), timeout_seconds=120)
+    unpublished = seed.conversation(
+        firestore, user.uid, completed_at=now - timedelta(minutes=3), events_published=False
+    )
+    ours = {bad, good, idle, unpublished}
+    requeued = _publishes(monkeypatch, sweep, ours, failing={bad})
+    finished = _publishes(monkeypatch, conversations, ours)
+    events = _publishes(monkeypatch, processing, ours)
+
+    report = sweep.sweep()
+
+    assert [e for e in report.errors if e.split(":")[-1] in ours] == [f"stuck:{bad}"]
+    assert good in report.requeued and bad not in report.requeued
+    assert [m["conversation_id"] for m in requeued] == [good]
+    assert idle in report.finished and [m["conversation_id"] for m in finished] == [idle]
+    assert unpublished in report.published and len(events) == 1
+    logged = _log_lines(capsys.readouterr().out)
+    assert any(
+        line["severity"] == "ERROR" and line.get("conversation_id") == bad for line in logged
+    )
+    summary = [line for line in logged if line["message"].startswith("sweep finished with errors")]
+    assert summary and summary[-1]["severity"] == "ERROR"
+    assert f"stuck:{bad}" in summary[-1]["errors"]
+    _forget(firestore, user.uid)
+
+
+def test_a_requeue_whose_publish_fails_does_not_count(stack, user, firestore, monkeypatch):
+    from shared import sweep
+
+    since = datetime.now(UTC) - timedelta(minutes=11)
+    stuck = _processing(firestore, user.uid, "unpublishable", processing_since=since, requeues=0)
+    _publishes(monkeypatch, sweep, {stuck}, failing={stuck})
+    for _ in range(sweep.MAX_REQUEUES + 1):
+        with pytest.raises(TimeoutError):
+            sweep._requeue(user.uid, stuck, datetime.now(UTC))
+    stored = _stored(firestore, user.uid, stuck)
+    assert stored["status"] == "processing"  # not failed: no try was ever sent
+    assert (stored["requeues"], stored["processing_since"]) == (0, since)
+
+    sent = _publishes(monkeypatch, sweep, {stuck})
+    assert sweep._requeue(user.uid, stuck, datetime.now(UTC)) == "requeued"
+    assert [m["reason"] for m in sent] == ["requeued"]
+    assert _stored(firestore, user.uid, stuck)["requeues"] == 1
+    _forget(firestore, user.uid)
+
+
+def test_the_sweep_finds_a_due_conversation_behind_many_idle_with_long_timeouts(
+    stack, user, firestore, monkeypatch
+):
+    """More idle conversations with long timeouts than one query page, all idle for longer
+    than the one whose short timeout has passed."""
+    from shared import conversations, sweep
+
+    monkeypatch.setattr(sweep, "BATCH", 3)
+    now = datetime.now(UTC)
+    waiting = [
+        _in_progress(
+            firestore,
+            user.uid,
+            idle_for=timedelta(hours=3, minutes=index),
+            timeout_seconds=4 * 3600,
+        )
+        for index in range(4)
+    ]
+    due = _in_progress(firestore, user.uid, idle_for=timedelta(hours=2), timeout_seconds=120)
+    # Firestore answers exactly the overdue: none of those waiting for their long timeout.
+    assert due in [s.id for s in sweep.idle_query(now).get()]
+
+    finished = _publishes(monkeypatch, conversations, {due, *waiting})
+    report = sweep.sweep(now)
+    assert due in report.finished
+    assert [m["conversation_id"] for m in finished] == [due]
+    assert {_stored(firestore, user.uid, c)["status"] for c in waiting} == {"in_progress"}
+    _forget(firestore, user.uid)
+
+
+def test_a_conversation_reprocessed_after_completing_leaves_the_unpublished_query(
+    stack, user, firestore, monkeypatch
+):
+    from shared import conversations, processing, sweep
+
+    now = datetime.now(UTC)
+    completed = seed.conversation(
+        firestore, user.uid, completed_at=now - timedelta(minutes=3), events_published=False
+    )
+    # Left by the code before this fix: reprocessed, then failed, with the marker still on.
+    legacy = seed.conversation(
+        firestore,
+        user.uid,
+        status="failed",
+        completed_at=now - timedelta(minutes=3),
+        events_published=False,
+    )
+    ours = {completed, legacy}
+    _publishes(monkeypatch, conversations, ours)
+    events = _publishes(monkeypatch, processing, ours)
+
+    assert conversations.reprocess(user.uid, completed).status == "processing"
+    assert _stored(firestore, user.uid, completed)["events_published"] is None
+    conversations.fail(user.uid, completed, "the language model answered 500")
+    report = sweep.sweep()
+    assert report.cleared.count(legacy) == 1 and completed not in report.cleared
+    assert not ours & set(report.published) and events == []
+    assert _stored(firestore, user.uid, legacy)["events_published"] is None
+    left = {s.id for s in sweep.unpublished_query(datetime.now(UTC)).get()}
+    assert not ours & left
+    _forget(firestore, user.uid)
+
+
+def test_processing_logs_no_memory_text(stack, api, user, firestore, openai, monkeypatch, capsys):
+    """Memories are the user's data: the logs name ids and lengths, never the text."""
+    from shared import processing
+
+    monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai.url)
+    marker = uuid.uuid4().hex[:10]
+    known = f"The user prefers {marker} tea in the afternoon."
+    assert api.post("/v1/memories", json={"content": known}, headers=user.bearer).is_success
+    extraction = _extraction(
+        marker, memories=[f"Speaker 1 likes {marker} jazz.", known], events=[], action_items=[]
+    )
+    openai.answer_marked(marker, [json_content(extraction)])
+    conversation_id = _processing(firestore, user.uid, marker)
+    capsys.readouterr()
+
+    assert processing.process(user.uid, conversation_id).status == "completed"
+    output = capsys.readouterr().out
+    messages = {line["message"] for line in _log_lines(output)}
+    assert "dropped a memory that names a speaker label" in messages
+    assert "skipped a memory the user already has" in messages
+    assert marker not in output
+    _forget(firestore, user.uid)

@@ -37,6 +37,17 @@ def test_the_first_append_creates_the_conversation_and_the_next_ones_extend_it(f
     assert stored.to_dict()["status"] == "in_progress"
 
 
+def test_every_append_moves_the_moment_the_silence_timeout_passes(firestore, uid):
+    first = conversations.append_segments(uid, [_segment("one", 0)], "en", timeout_seconds=30)
+    conversations.append_segments(
+        uid, [_segment("two", 1)], "en", first.conversation_id, first.version, timeout_seconds=60
+    )
+    stored = firestore.document(f"users/{uid}/conversations/{first.conversation_id}").get()
+    fields = stored.to_dict()
+    assert fields["timeout_seconds"] == 60
+    assert (fields[conversations.IDLE_DUE_FIELD] - fields["updated_at"]).total_seconds() == 60
+
+
 def test_a_stale_version_rereads_and_still_appends_to_a_conversation_in_progress(firestore, uid):
     """Two sockets on one conversation (a phone reconnecting while its old socket lingers)."""
     first = conversations.append_segments(uid, [_segment("one", 0)], "en")
