@@ -157,20 +157,37 @@ async def _stream(
     context: list[dict[str, str]],
     reservation: idempotency.Reservation | None = None,
 ) -> AsyncIterator[str]:
-    """The answer's lines. With an `Idempotency-Key`, a stream that reaches `done:` is stored
-    for repeats; one that fails or loses its client releases the key (a retry runs again)."""
+    """The answer's lines. With an `Idempotency-Key`, the key stays reserved while the stream
+    runs (however long the model takes); a stream that reaches `done:` is stored for repeats,
+    one that fails or loses its client releases the key (a retry runs again)."""
     lines: list[str] = []
+    keeping = None if reservation is None else asyncio.create_task(_keep(reservation))
     try:
         async for line in _lines(uid, text, context):
             lines.append(line)
             yield line
     finally:
+        if keeping is not None:
+            keeping.cancel()
         if reservation is not None:
+            # A refresh still running in its thread finishes first (the reservation's lock).
             if lines and lines[-1].startswith("done: "):
                 stored = idempotency.StoredResponse(200, "".join(lines), STREAM_MEDIA_TYPE)
                 await asyncio.shield(run_in_threadpool(reservation.complete, stored))
             else:
                 await asyncio.shield(run_in_threadpool(reservation.release))
+
+
+async def _keep(reservation: idempotency.Reservation) -> None:
+    """Refresh `reservation` until cancelled, so that a repeat does not take it over after
+    `LOCK_SECONDS`; a refresh that fails is retried at the next tick, not fatal to the stream."""
+    while True:
+        await asyncio.sleep(idempotency.LOCK_SECONDS / 3)
+        try:
+            if not await run_in_threadpool(reservation.refresh):
+                return  # taken over or gone: nothing left to keep
+        except Exception as error:
+            log.warning("could not refresh idempotency reservation: %s", error)
 
 
 async def _lines(uid: str, text: str, context: list[dict[str, str]]) -> AsyncIterator[str]:

@@ -7,13 +7,18 @@ fingerprint of the request; the same key with a different request is a 409. When
 finishes, its response is stored on the reservation and replayed to every repeat. A handler that
 fails with an API error (or crashes) releases the key, so a corrected request can use it again.
 A duplicate that arrives while the first is still running waits for its response, briefly.
-A reservation left pending by a crashed instance is taken over after `LOCK_SECONDS`.
+A reservation left pending by a crashed instance is taken over after `LOCK_SECONDS`; a holder
+that runs longer keeps its reservation by `refresh`ing it (the streaming chat does, while it
+streams). A holder writes only the version of the reservation it last wrote (a Firestore
+`last_update_time` precondition), so one whose reservation was taken over meanwhile cannot
+complete, release or refresh the new holder's: it logs a warning and leaves it alone.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ from typing import Any
 
 from shared.errors import Conflict, Unprocessable
 from shared.firestore import db
+from shared.logging import get_logger
 
 HEADER = "Idempotency-Key"
 COLLECTION = "idempotency"
@@ -31,6 +37,8 @@ LOCK_SECONDS = 60.0
 WAIT_SECONDS = 10.0
 POLL_SECONDS = 0.1
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+log = get_logger("idempotency")
 
 
 @dataclass(frozen=True)
@@ -50,24 +58,66 @@ def fingerprint(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-@dataclass(frozen=True)
 class Reservation:
-    """A key this request holds: `complete` it with the response, or `release` it."""
+    """A key this request holds: `complete` it with the response, or `release` it; `refresh` it
+    while the work runs longer than `LOCK_SECONDS`.
 
-    reference: Any
+    Each write is conditional on the reservation's last write being this holder's own, so a
+    holder that lost its reservation (taken over after `LOCK_SECONDS`) changes nothing.
+    Thread-safe: a refresh running in a thread is finished before `complete` or `release`."""
 
-    def complete(self, response: StoredResponse) -> None:
-        self.reference.update(
-            {
-                "state": "done",
-                "status": response.status,
-                "body": response.body,
-                "content_type": response.content_type,
-            }
+    def __init__(self, reference: Any, version: datetime) -> None:
+        self.reference = reference
+        self._version = version  # the update time of this holder's last write
+        self._lock = threading.Lock()
+        self._ended = False  # completed, released or lost: nothing more to write
+
+    def complete(self, response: StoredResponse) -> bool:
+        """Store `response` for repeats; False if the reservation is no longer this one's."""
+        fields = {
+            "state": "done",
+            "status": response.status,
+            "body": response.body,
+            "content_type": response.content_type,
+        }
+        return self._write("complete", lambda option: self.reference.update(fields, option))
+
+    def release(self) -> bool:
+        """Free the key for a retry; False if the reservation is no longer this one's."""
+        return self._write("release", lambda option: self.reference.delete(option))
+
+    def refresh(self) -> bool:
+        """Renew the lock for another `LOCK_SECONDS`; False if the reservation is no longer this
+        one's, or was completed or released."""
+        fields = {"locked_at": datetime.now(UTC)}
+        return self._write(
+            "refresh", lambda option: self.reference.update(fields, option), ends=False
         )
 
-    def release(self) -> None:
-        self.reference.delete()
+    def _write(self, action: str, write: Callable[[Any], Any], *, ends: bool = True) -> bool:
+        """`write` with the precondition that this holder's last write is the latest."""
+        from google.api_core.exceptions import FailedPrecondition, NotFound
+
+        with self._lock:
+            if self._ended:
+                return False
+            option = db().write_option(last_update_time=self._version)
+            try:
+                result = write(option)
+            except (FailedPrecondition, NotFound):
+                self._ended = True
+                log.warning(
+                    "idempotency reservation %s is no longer this request's (taken over after "
+                    "its lock expired, or deleted): %s skipped",
+                    self.reference.id,
+                    action,
+                )
+                return False
+            if ends:
+                self._ended = True
+            else:
+                self._version = result.update_time
+            return True
 
 
 def reserve(uid: str, key: str, request_fingerprint: str) -> Reservation | StoredResponse:
@@ -87,19 +137,20 @@ def reserve(uid: str, key: str, request_fingerprint: str) -> Reservation | Store
             EXPIRY_FIELD: now + TTL,
         }
         try:
-            reference.create(reservation)
-            return Reservation(reference)
+            return Reservation(reference, reference.create(reservation).update_time)
         except AlreadyExists:
             pass
-        stored = reference.get().to_dict()
+        snapshot = reference.get()
+        stored = snapshot.to_dict()
         if stored is None:
             continue  # released meanwhile: try to reserve again
         if stored[EXPIRY_FIELD] <= now or (
             stored["state"] == "pending"
             and (now - stored["locked_at"]).total_seconds() > LOCK_SECONDS
         ):
-            if _take_over(reference, stored, reservation):
-                return Reservation(reference)
+            taken = _take_over(reference, snapshot, reservation)
+            if taken is not None:
+                return taken
             continue
         if stored["fingerprint"] != request_fingerprint:
             raise Conflict(f"this {HEADER} was used within 24 hours for a different request")
@@ -127,16 +178,17 @@ def once(
     return response, False
 
 
-def _take_over(reference: Any, seen: dict[str, Any], reservation: dict[str, Any]) -> bool:
-    """Replace an expired or abandoned reservation, unless someone else changed it first."""
+def _take_over(reference: Any, seen: Any, reservation: dict[str, Any]) -> Reservation | None:
+    """Replace an expired or abandoned reservation (the snapshot `seen`), unless someone else
+    changed it first."""
+    from google.api_core.exceptions import FailedPrecondition, NotFound
     from google.cloud import firestore
 
-    @firestore.transactional
-    def replace(transaction: firestore.Transaction) -> bool:
-        if reference.get(transaction=transaction).to_dict() != seen:
-            return False
-        transaction.set(reference, reservation)
-        return True
-
-    taken: bool = replace(db().transaction())
-    return taken
+    replacement: dict[str, Any] = {field: firestore.DELETE_FIELD for field in seen.to_dict()}
+    replacement.update(reservation)
+    option = db().write_option(last_update_time=seen.update_time)
+    try:
+        written = reference.update(replacement, option)
+    except (FailedPrecondition, NotFound):
+        return None
+    return Reservation(reference, written.update_time)

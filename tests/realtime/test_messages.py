@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import uuid
 
@@ -221,3 +222,78 @@ def test_a_bug_is_a_500_in_the_api_shape(stack, user, monkeypatch):
     monkeypatch.setattr(chats, "messages", bug)
     reply = _in_process().get("/v2/messages", headers=user.bearer)
     assert reply.status_code == 500 and reply.json() == {"detail": "internal error"}
+
+
+@pytest.fixture
+def chat_in_process(stack, user, openai, monkeypatch):
+    """The realtime app in this process, one event loop for all its requests (as one
+    instance), with the OpenAI double as its model and the agents SDK imported (about 2 s, once
+    per process) before the test's clock starts. The agents it builds are dropped afterwards:
+    their model client belongs to the loop that ends with the test."""
+    from shared import agent
+
+    monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai.url)
+    monkeypatch.setattr(agent, "_built", None)
+    agent.warm()
+    with _in_process() as client:
+        yield client
+
+
+def test_a_stream_longer_than_the_lock_keeps_its_key_and_asks_once(
+    chat_in_process, user, openai, monkeypatch
+):
+    from shared import idempotency
+
+    # In this process (the app under test): locks expire after 0.3 s, duplicates wait 0.1 s.
+    monkeypatch.setattr(idempotency, "LOCK_SECONDS", 0.3)
+    monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.1)
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    words = " ".join(f"w{i}" for i in range(10))
+    asked = openai.answer_marked(marker, [text(words, chunk_delay=0.15)])  # 1.5 s of stream
+    headers = {**user.bearer, "Idempotency-Key": f"long-{marker}"}
+
+    def post() -> httpx.Response:
+        return chat_in_process.post("/v2/messages", json={"message": marker}, headers=headers)
+
+    replies: list[httpx.Response] = []
+    first = threading.Thread(target=lambda: replies.append(post()))
+    first.start()
+    try:
+        openai.wait_until(lambda: len(asked) == 1, timeout=10)
+        time.sleep(0.6)  # twice the lock, with the first stream still running
+        duplicate = post()
+    finally:
+        first.join(timeout=10)
+    assert duplicate.status_code == 409 and "still being processed" in duplicate.json()["detail"]
+    assert _done(_lines(replies[0]))["text"] == words
+    replayed = post()
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.text == replies[0].text and len(asked) == 1
+
+
+def test_a_failing_refresh_does_not_break_the_stream(chat_in_process, user, openai, monkeypatch):
+    from google.api_core.exceptions import ServiceUnavailable
+
+    from shared import idempotency
+
+    refreshes: list[float] = []
+
+    def down(self) -> bool:
+        refreshes.append(time.monotonic())
+        raise ServiceUnavailable("Firestore is down")
+
+    monkeypatch.setattr(idempotency, "LOCK_SECONDS", 0.15)
+    monkeypatch.setattr(idempotency.Reservation, "refresh", down)
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    words = " ".join(f"w{i}" for i in range(5))
+    openai.answer_marked(marker, [text(words, chunk_delay=0.1)])
+    headers = {**user.bearer, "Idempotency-Key": f"flaky-{marker}"}
+    reply = chat_in_process.post("/v2/messages", json={"message": marker}, headers=headers)
+    assert _done(_lines(reply))["text"] == words
+    assert len(refreshes) >= 2  # tried again after the first failure, then stopped
+    stopped = len(refreshes)
+    time.sleep(0.2)
+    assert len(refreshes) == stopped
+    again = chat_in_process.post("/v2/messages", json={"message": marker}, headers=headers)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.text == reply.text

@@ -4,11 +4,13 @@ state and publishes (finishing a conversation)."""
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.errors import Conflict
 from shared.idempotency import fingerprint
 from tests.support import seed
 
@@ -130,3 +132,73 @@ def test_the_reservations_go_with_the_user(api, auth_emulator, firestore):
     api.post("/v1/memories", json={"content": "a"}, headers={**user.bearer, **key})
     assert api.delete("/v1/users/me", headers=user.bearer).status_code == 204
     assert not _reservation(firestore, user, key["Idempotency-Key"]).get().exists
+
+
+def _held_too_long(monkeypatch, *, lock_seconds: float = 0.3) -> str:
+    """Locks that expire after `lock_seconds` in this process; a fresh uid to reserve for."""
+    from shared import idempotency
+
+    monkeypatch.setattr(idempotency, "LOCK_SECONDS", lock_seconds)
+    monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.2)
+    return f"uid-{uuid.uuid4().hex}"
+
+
+def test_a_reservation_taken_over_cannot_be_completed_or_released_by_its_old_holder(
+    stack, firestore, monkeypatch
+):
+    from shared import idempotency
+
+    uid, key = _held_too_long(monkeypatch), f"key-{uuid.uuid4().hex}"
+    old = idempotency.reserve(uid, key, "request")
+    assert isinstance(old, idempotency.Reservation)
+    time.sleep(0.4)  # the old holder is still running, but its lock expired
+    new = idempotency.reserve(uid, key, "request")
+    assert isinstance(new, idempotency.Reservation)
+    document = firestore.collection("idempotency").document(fingerprint(uid, key))
+    taken = document.get().to_dict()
+
+    assert old.complete(idempotency.StoredResponse(201, "old", "text/plain")) is False
+    assert old.release() is False
+    assert old.refresh() is False
+    assert document.get().to_dict() == taken and taken["state"] == "pending"
+
+    assert new.complete(idempotency.StoredResponse(201, "new", "text/plain")) is True
+    assert idempotency.reserve(uid, key, "request") == idempotency.StoredResponse(
+        201, "new", "text/plain"
+    )
+
+
+def test_a_reservation_released_by_a_taken_over_holder_stays_with_the_new_one(
+    stack, firestore, monkeypatch
+):
+    from shared import idempotency
+
+    uid, key = _held_too_long(monkeypatch), f"key-{uuid.uuid4().hex}"
+    old = idempotency.reserve(uid, key, "request")
+    time.sleep(0.4)
+    new = idempotency.reserve(uid, key, "request")
+    assert isinstance(old, idempotency.Reservation) and isinstance(new, idempotency.Reservation)
+    assert old.release() is False
+    assert firestore.collection("idempotency").document(fingerprint(uid, key)).get().exists
+    with pytest.raises(Conflict, match="still being processed"):
+        idempotency.reserve(uid, key, "request")  # the new holder's lock is fresh
+    assert new.release() is True
+    assert isinstance(idempotency.reserve(uid, key, "request"), idempotency.Reservation)
+
+
+def test_a_refreshed_reservation_is_not_taken_over(stack, monkeypatch):
+    from shared import idempotency
+
+    uid, key = _held_too_long(monkeypatch), f"key-{uuid.uuid4().hex}"
+    holder = idempotency.reserve(uid, key, "request")
+    assert isinstance(holder, idempotency.Reservation)
+    for _ in range(5):  # 0.75 s in all: more than twice the lock
+        time.sleep(0.15)
+        assert holder.refresh() is True
+    with pytest.raises(Conflict, match="still being processed"):
+        idempotency.reserve(uid, key, "request")
+    assert holder.complete(idempotency.StoredResponse(200, "once", "text/plain")) is True
+    assert holder.refresh() is False  # completed: nothing left to keep
+    assert idempotency.reserve(uid, key, "request") == idempotency.StoredResponse(
+        200, "once", "text/plain"
+    )
