@@ -347,7 +347,10 @@ class Session:
 
     async def _store(self, segments: list[conversations.Segment]) -> conversations.Appended:
         """Append `segments` to the conversation, retrying while Firestore has trouble (the
-        audio stays unconfirmed meanwhile); after the last retry the error ends the session."""
+        audio stays unconfirmed meanwhile); after the last retry the error ends the session.
+        Every attempt names the same id for a new conversation: one whose create landed
+        although its answer was lost is found again, not made twice."""
+        new_id = conversations.new_conversation_id(self.uid)
         for delay in (*STORE_RETRY_DELAYS, None):
             try:
                 return await run_in_threadpool(
@@ -358,6 +361,7 @@ class Session:
                     self.conversation_id,
                     self.version,
                     self.params.conversation_timeout,
+                    new_id,
                 )
             except Exception as error:
                 if delay is None or not _transient(error):

@@ -285,6 +285,7 @@ def append_segments(
     into: str | None = None,
     version: datetime | None = None,
     timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
+    new_id: str | None = None,
 ) -> Appended:
     """Store `segments` at the end of the conversation `into` if it is still in progress, else
     in a new conversation in progress.
@@ -295,7 +296,11 @@ def append_segments(
     read again and the append retried, still guarded, so segments never land in a conversation
     that was finished meanwhile. Every append records `timeout_seconds`, the silence after
     which the sweep finishes the conversation if no session does, and the moment it will have
-    passed (`IDLE_DUE_FIELD`)."""
+    passed (`IDLE_DUE_FIELD`).
+
+    A new conversation gets the id `new_id` if given: a caller that retries after an error
+    passes the same one, so a create that landed although its answer was lost is found (by its
+    first segment) instead of made twice."""
     from google.api_core.exceptions import AlreadyExists, FailedPrecondition
     from google.cloud import firestore
 
@@ -304,7 +309,7 @@ def append_segments(
     for _ in range(APPEND_ATTEMPTS):
         now = datetime.now(UTC)
         if into is None:
-            reference = store.collection(uid, COLLECTION).document()
+            reference = store.collection(uid, COLLECTION).document(new_id)
             try:
                 written = reference.create(
                     {
@@ -323,7 +328,11 @@ def append_segments(
                     }
                 )
             except AlreadyExists:
-                continue  # a random id taken: draw another
+                landed = _holding(reference, rows[0]["id"]) if new_id is not None else None
+                if landed is not None:
+                    return Appended(reference.id, True, landed)
+                new_id = None  # the id is taken by something else: draw a random one
+                continue
             return Appended(reference.id, True, written.update_time)
         reference = store.document(uid, COLLECTION, into)
         if version is None:
@@ -347,6 +356,21 @@ def append_segments(
             continue
         return Appended(into, False, written.update_time)
     raise Conflict("the conversation kept changing while segments were appended")
+
+
+def new_conversation_id(uid: str) -> str:
+    """A fresh id for a conversation of `uid` (made locally, like Firestore's own)."""
+    return str(store.collection(uid, COLLECTION).document().id)
+
+
+def _holding(reference: Any, segment_id: str) -> datetime | None:
+    """The update time of the conversation at `reference` if it holds the segment
+    `segment_id`, else None."""
+    snapshot = reference.get(field_paths=["transcript_segments"])
+    segments = (snapshot.to_dict() or {}).get("transcript_segments") or []
+    if any(segment.get("id") == segment_id for segment in segments):
+        return snapshot.update_time
+    return None
 
 
 def reprocess(uid: str, conversation_id: str) -> Conversation:

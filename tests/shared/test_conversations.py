@@ -78,3 +78,20 @@ def test_an_unknown_or_deleted_conversation_starts_a_new_one(firestore, uid):
     gone = conversations.append_segments(uid, [_segment("x", 0)], "en", "no-such-conversation")
     assert gone.created and gone.conversation_id != "no-such-conversation"
     assert _texts(firestore, uid, gone.conversation_id) == ["x"]
+
+
+def test_a_retried_create_whose_answer_was_lost_is_found_not_made_twice(firestore, uid):
+    new_id = conversations.new_conversation_id(uid)
+    segment = _segment("once", 0)
+    first = conversations.append_segments(uid, [segment], "en", new_id=new_id)
+    # The same call again, as after a timeout whose write had landed.
+    again = conversations.append_segments(uid, [segment], "en", new_id=new_id)
+    assert (first.conversation_id, again.conversation_id) == (new_id, new_id)
+    assert again.created and again.version == first.version
+    assert len(list(firestore.collection(f"users/{uid}/conversations").stream())) == 1
+    assert _texts(firestore, uid, new_id) == ["once"]
+
+    # An id taken by a conversation without these segments is not reused.
+    other = conversations.append_segments(uid, [_segment("other", 0)], "en", new_id=new_id)
+    assert other.conversation_id != new_id and other.created
+    assert _texts(firestore, uid, other.conversation_id) == ["other"]
