@@ -138,10 +138,11 @@ def process(uid: str, conversation_id: str) -> Outcome:
     summary_vector, memory_vectors = vectors[0], vectors[1:]
     candidates = list(zip(extracted_memories, memory_vectors, strict=True))
     kept = _new_memories(uid, conversation_id, candidates)
-    memory_ids = _commit(uid, conversation_id, zone, extraction, summary_vector, kept)
-    if memory_ids is None:
+    committed = _commit(uid, conversation_id, zone, extraction, summary_vector, kept)
+    if committed is None:
         return Outcome("done")  # another delivery completed it meanwhile
-    publish_events(uid, conversation_id, memory_ids)
+    memory_ids, completed_at = committed
+    publish_events(uid, conversation_id, memory_ids, completed_at)
     return Outcome("completed", memory_ids)
 
 
@@ -169,15 +170,21 @@ def context(uid: str, conversation: dict[str, Any], zone: ZoneInfo) -> str:
     return "\n".join(lines)
 
 
-def publish_events(uid: str, conversation_id: str, memory_ids: tuple[str, ...]) -> None:
-    """Publish the app events of a completed conversation, then note that they are out."""
+def publish_events(
+    uid: str, conversation_id: str, memory_ids: tuple[str, ...], completed_at: datetime
+) -> None:
+    """Publish the app events of a conversation completed at `completed_at`, then note that
+    they are out. An event's id names its subject, its type and the completion, so publishing
+    the same completion again repeats the ids (receivers drop the repeats) while a reprocess,
+    which completes the conversation anew, gets new ones."""
+    completion = completed_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     events: list[dict[str, Any]] = [
         {"type": "conversation_completed", "conversation_id": conversation_id},
         *({"type": "memory_created", "memory_id": memory_id} for memory_id in memory_ids),
     ]
     for event in events:
         subject = event.get("memory_id", conversation_id)
-        event_id = f"{subject}.{event['type']}"
+        event_id = f"{subject}.{event['type']}.{completion}"
         publish(
             APP_EVENT_TOPIC,
             {**event, "id": event_id, "uid": uid, "conversation_id": conversation_id},
@@ -241,9 +248,10 @@ def _commit(
     extraction: Extraction,
     summary_vector: list[float],
     new_memories: list[tuple[str, list[float]]],
-) -> tuple[str, ...] | None:
+) -> tuple[tuple[str, ...], datetime] | None:
     """Write everything and mark the conversation `completed`, in one transaction that checks it
-    is still `processing`. Returns the new memories' ids, or None if it was not processing."""
+    is still `processing`. Returns the new memories' ids and the completion time, or None if it
+    was not processing."""
     from google.cloud import firestore
     from google.cloud.firestore_v1.vector import Vector
 
@@ -257,12 +265,12 @@ def _commit(
     memory_ids = tuple(f"{conversation_id}-m{i}" for i in range(len(new_memories)))
 
     @firestore.transactional
-    def write(transaction: firestore.Transaction) -> bool:
+    def write(transaction: firestore.Transaction) -> datetime | None:
         current = conversation.get(
             transaction=transaction, field_paths=["status", DERIVED_FIELD]
         ).to_dict()
         if (current or {}).get("status") != ConversationStatus.processing:
-            return False
+            return None
         now = datetime.now(UTC)
         # What an earlier run made, by path: replaced, or deleted if this run has no such item.
         # (Read from the conversation, not queried: a query in a transaction locks far more in
@@ -332,10 +340,10 @@ def _commit(
                 DERIVED_FIELD: sorted(written),
             },
         )
-        return True
+        return now
 
-    committed: bool = write(db().transaction())
-    return memory_ids if committed else None
+    completed_at: datetime | None = write(db().transaction())
+    return (memory_ids, completed_at) if completed_at is not None else None
 
 
 def _timezone(uid: str) -> ZoneInfo:

@@ -188,7 +188,9 @@ def _sweep_unpublished(now: datetime, report: SweepReport) -> None:
                 if _clear_unpublished(uid, snapshot.id):
                     report.cleared.append(snapshot.id)
                 continue
-            processing.publish_events(uid, snapshot.id, tuple(stored.get("new_memory_ids", [])))
+            processing.publish_events(
+                uid, snapshot.id, tuple(stored.get("new_memory_ids", [])), stored["completed_at"]
+            )
         except Exception:
             _failed(report, "unpublished", snapshot)
             continue

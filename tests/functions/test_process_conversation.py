@@ -287,17 +287,27 @@ def test_reprocessing_replaces_what_the_earlier_run_made(api, user, firestore, o
     marker = uuid.uuid4().hex[:10]
     openai.answer_marked(marker, [json_content(_extraction(marker))])
     conversation_id = _processing(firestore, user.uid, marker)
-    _finished(user.uid, conversation_id)
-    assert _wait_for(api, user, conversation_id, lambda c: c["status"] == "completed")
-    second = _extraction(
-        marker,
-        action_items=[],
-        memories=[f"The user leads the {marker} project."],
-    )
-    openai.answer_marked(marker, [json_content(second)])
-    api.post(f"/v1/conversations/{conversation_id}/reprocess", headers=user.bearer)
-    assert _wait_for(api, user, conversation_id, lambda c: c["status"] == "completed")
+    with tap("app.event") as app_events:
+        _finished(user.uid, conversation_id)
+        assert _wait_for(api, user, conversation_id, lambda c: c["status"] == "completed")
+        second = _extraction(
+            marker,
+            action_items=[],
+            memories=[f"The user leads the {marker} project."],
+        )
+        openai.answer_marked(marker, [json_content(second)])
+        api.post(f"/v1/conversations/{conversation_id}/reprocess", headers=user.bearer)
+        assert _wait_for(api, user, conversation_id, lambda c: c["status"] == "completed")
+        events = app_events.pull(expect=5, settle=2.0)
     time.sleep(0.5)
+    completions = [
+        e.data["id"]
+        for e in events
+        if e.data.get("conversation_id") == conversation_id
+        and e.data["type"] == "conversation_completed"
+    ]
+    # A reprocess completes anew: its events are new ones, not repeats receivers would drop.
+    assert len(completions) == 2 and len(set(completions)) == 2
     memories = _of(api.get("/v1/memories", headers=user.bearer).json(), conversation_id)
     items = _of(api.get("/v1/action-items", headers=user.bearer).json(), conversation_id)
     assert [m["content"] for m in memories] == [f"The user leads the {marker} project."]
@@ -333,20 +343,21 @@ def test_the_sweep_completes_a_conversation_left_in_processing(api, user, firest
 
 
 def test_the_sweep_publishes_the_events_a_dead_delivery_left_unpublished(api, user, firestore):
-    now = datetime.now(UTC)
+    completed_at = datetime(2026, 1, 2, 8, 0, 1, 250000, tzinfo=UTC)
     conversation_id = seed.conversation(
         firestore,
         user.uid,
-        completed_at=now - timedelta(minutes=3),
+        completed_at=completed_at,
         events_published=False,
         new_memory_ids=["m-1"],
     )
     with tap("app.event") as app_events:
         publish("sweep.tick", {})
         events = [e for e in app_events.pull(expect=2, settle=2.0) if e.data["uid"] == user.uid]
+    # The ids the delivery that died would have used: they name the completion.
     assert {e.data["id"] for e in events} == {
-        f"{conversation_id}.conversation_completed",
-        "m-1.memory_created",
+        f"{conversation_id}.conversation_completed.20260102T080001250000Z",
+        "m-1.memory_created.20260102T080001250000Z",
     }
     assert len(events) == 2
     stored = firestore.document(f"users/{user.uid}/conversations/{conversation_id}").get()
