@@ -65,6 +65,14 @@ class AuthEmulator:
     def with_claims(self, user: User, claims: dict[str, object]) -> User:
         """The user signed in again after setting custom claims, so the token carries them."""
         self._update(user.uid, customAttributes=json.dumps(claims))
+        return self._signed_in_again(user)
+
+    def with_verified_email(self, user: User) -> User:
+        """The user signed in again after verifying the address (`email_verified` in the token)."""
+        self._update(user.uid, emailVerified=True)
+        return self._signed_in_again(user)
+
+    def _signed_in_again(self, user: User) -> User:
         reply = self.client.post(
             "/accounts:signInWithPassword",
             params={"key": "any"},

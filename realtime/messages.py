@@ -173,7 +173,7 @@ async def _stream(
             # A refresh still running in its thread finishes first (the reservation's lock).
             if lines and lines[-1].startswith("done: "):
                 stored = idempotency.StoredResponse(200, "".join(lines), STREAM_MEDIA_TYPE)
-                await asyncio.shield(run_in_threadpool(reservation.complete, stored))
+                await asyncio.shield(run_in_threadpool(idempotency.complete, reservation, stored))
             else:
                 await asyncio.shield(run_in_threadpool(reservation.release))
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 
 from shared import store
-from shared.models import Model, Page, Patch, Strict
+from shared.models import Model, Moment, Page, Patch, Strict
 
 COLLECTION = "action_items"
 
@@ -28,7 +28,7 @@ class ActionItem(Model):
 
 class ActionItemCreate(Strict):
     description: Description
-    due_at: AwareDatetime | None = Field(default=None, description="RFC 3339, with an offset.")
+    due_at: Moment | None = Field(default=None, description="RFC 3339, with an offset.")
 
 
 class ActionItemUpdate(Patch):
@@ -36,7 +36,7 @@ class ActionItemUpdate(Patch):
 
     description: Description | None = None
     completed: bool | None = None
-    due_at: AwareDatetime | None = Field(default=None, description="`null` removes the date.")
+    due_at: Moment | None = Field(default=None, description="`null` removes the date.")
 
 
 class ActionItemQuery(Page):

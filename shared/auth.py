@@ -39,6 +39,7 @@ class Caller:
 
     uid: str
     email: str | None = None
+    email_verified: bool = False  # an unverified address may be anybody's
     anonymous: bool = False
     admin: bool = False
 
@@ -152,15 +153,19 @@ def verify_id_token(token: str) -> Caller:
     uid = claims.get("uid") or claims.get("sub")
     if not isinstance(uid, str) or not uid:
         raise Unauthorized("the token names no user")
+    issued_at, firebase, email = claims.get("iat"), claims.get("firebase"), claims.get("email")
+    # Google signs real tokens; the emulator's are unsigned, so their claims may be anything.
+    if not isinstance(issued_at, int | float) or not isinstance(firebase, dict):
+        raise Unauthorized("the token is not a valid Firebase ID token")
     state = _account_state(uid)
     if state.disabled:
         raise Unauthorized("this account is disabled")
-    if int(claims.get("iat", 0)) * 1000 < state.tokens_valid_after_ms:
+    if int(issued_at) * 1000 < state.tokens_valid_after_ms:
         raise Unauthorized("the token has been revoked")
-    firebase = claims.get("firebase") or {}
     return Caller(
         uid=uid,
-        email=claims.get("email"),
+        email=email if isinstance(email, str) else None,
+        email_verified=claims.get("email_verified") is True,
         anonymous=firebase.get("sign_in_provider") == "anonymous",
         admin=claims.get("admin") is True,
     )

@@ -14,11 +14,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Self
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import Field, model_validator
 
 from shared import store
 from shared.errors import Conflict
-from shared.models import Model, Page
+from shared.models import Model, Moment, Page
 from shared.pubsub import publish
 
 COLLECTION = "conversations"
@@ -93,8 +93,8 @@ class Conversation(Model):
 
 class ConversationQuery(Page):
     include_discarded: bool = False
-    start_date: AwareDatetime | None = Field(default=None, description="RFC 3339, inclusive.")
-    end_date: AwareDatetime | None = Field(default=None, description="RFC 3339, inclusive.")
+    start_date: Moment | None = Field(default=None, description="RFC 3339, inclusive.")
+    end_date: Moment | None = Field(default=None, description="RFC 3339, inclusive.")
     status: ConversationStatus | None = None
 
     @model_validator(mode="after")

@@ -262,7 +262,7 @@ class Router:
         # Validation and authentication come first: only a request that would run reserves a key.
         request_fingerprint = idempotency.fingerprint(
             route.method,
-            request.path,
+            request.path.rstrip("/") or "/",  # as routed: `/v1/memories/` is `/v1/memories`
             request.query_string.decode("latin-1"),
             call.body.model_dump_json() if call.body is not None else "",
         )

@@ -174,8 +174,30 @@ def once(
     except BaseException:
         found.release()
         raise
-    found.complete(response)
+    complete(found, response)
     return response, False
+
+
+# Waits before trying again to store a response whose work is done.
+COMPLETE_RETRY_DELAYS = (0.1, 0.5)
+
+
+def complete(reservation: Reservation, response: StoredResponse) -> None:
+    """Store the response of work that is done, trying again on a transient failure. If it
+    still fails, the caller gets its response all the same (the work happened): the key stays
+    pending, and a repeat after `LOCK_SECONDS` would run again, which is logged here."""
+    for delay in (*COMPLETE_RETRY_DELAYS, None):
+        try:
+            reservation.complete(response)
+            return
+        except Exception:
+            if delay is None:
+                log.exception(
+                    "the response of idempotency key %s could not be stored",
+                    reservation.reference.id,
+                )
+                return
+            time.sleep(delay)
 
 
 def _take_over(reference: Any, seen: Any, reservation: dict[str, Any]) -> Reservation | None:

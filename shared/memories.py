@@ -43,11 +43,10 @@ Content = Annotated[str, Field(min_length=1, max_length=1000)]
 
 
 def _comma_list(value: Any) -> Any:
-    return (
-        [part.strip() for part in value.split(",") if part.strip()]
-        if isinstance(value, str)
-        else value
-    )
+    """`a,b,a` -> `[a, b]`: each category once (Firestore's `in` takes at most 30 values)."""
+    if not isinstance(value, str):
+        return value
+    return list(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
 
 
 class Memory(Model):

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Self
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    model_validator,
+)
 
 
 class Model(BaseModel):
@@ -77,11 +85,29 @@ class EmailSignup(Strict):
 
 
 def _known_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError("unknown time zone; use an IANA name such as Europe/Paris") from None
+    # Only the IANA names (not the host's `localtime`, `Factory` or `posixrules` files).
+    if value not in _iana_zones():
+        raise ValueError("unknown time zone; use an IANA name such as Europe/Paris")
     return value
+
+
+@cache
+def _iana_zones() -> frozenset[str]:
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones() - {"localtime", "Factory", "posixrules"})
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the date is out of range once in UTC") from None
+
+
+# A moment with an offset (RFC 3339), as the API takes them: kept in UTC; one that is not a
+# moment once in UTC (0001-01-01 at +14:00) is a 422, not an error deep in the store.
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 
 
 TimeZone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_timezone)]

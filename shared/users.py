@@ -44,7 +44,8 @@ def update_profile(caller: Caller, patch: UserPatch) -> UserProfile:
 
 def delete_user(caller: Caller) -> None:
     """Delete every document of the user: the profile with all its subcollections, the
-    documents of `USER_OWNED_COLLECTIONS`, and the waitlist entry of the account's address."""
+    documents of `USER_OWNED_COLLECTIONS`, and the waitlist entry of the account's address if
+    the account has verified it."""
     client = db()
     client.recursive_delete(client.collection("users").document(caller.uid))
     from google.cloud.firestore import FieldFilter
@@ -53,6 +54,6 @@ def delete_user(caller: Caller) -> None:
         owned = client.collection(name).where(filter=FieldFilter("uid", "==", caller.uid))
         for snapshot in owned.stream():
             client.recursive_delete(snapshot.reference)
-    if caller.email:
+    if caller.email and caller.email_verified:  # else the address may be somebody else's
         client.collection("waitlist").document(waitlist_id(caller.email)).delete()
     forget_account_state(caller.uid)

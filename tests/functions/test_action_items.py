@@ -69,6 +69,7 @@ def test_someone_elses_action_item_is_404_and_untouched(api, auth_emulator):
         ({"description": "x" * 501}, "description"),
         ({"description": "ok", "due_at": "tomorrow"}, "due_at"),
         ({"description": "ok", "due_at": "2026-12-01T09:00:00"}, "due_at"),
+        ({"description": "ok", "due_at": "9999-12-31T23:59:59-05:00"}, "due_at"),
         ({"description": "ok", "completed": True}, "completed"),
         ({"description": ["a"]}, "description"),
     ],
@@ -82,7 +83,12 @@ def test_a_bad_action_item_is_422_naming_the_field(api, user, body, field):
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"completed": "yes"}, "completed"), ({"completed": None}, "completed"), ({}, "description")],
+    [
+        ({"completed": "yes"}, "completed"),
+        ({"completed": None}, "completed"),
+        ({}, "description"),
+        ({"due_at": "0001-01-01T00:00:00+01:00"}, "due_at"),
+    ],
 )
 def test_a_bad_update_is_422_and_changes_nothing(api, user, body, field):
     item = _create(api, user)

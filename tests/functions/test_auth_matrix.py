@@ -64,6 +64,10 @@ def test_unauthenticated_callers_are_refused(api, auth_emulator, row):
             "Authorization": auth_emulator.forged(stranger.uid, aud="another-project")
         },
         "user that does not exist": {"Authorization": auth_emulator.forged("nobody-at-all")},
+        "issued at no time": {"Authorization": auth_emulator.forged(stranger.uid, iat="abc")},
+        "malformed firebase claim": {
+            "Authorization": auth_emulator.forged(stranger.uid, firebase="x")
+        },
     }
     for name, headers in credentials.items():
         reply = _send(api, row, headers)

@@ -66,6 +66,8 @@ def test_the_list_is_newest_first_and_filters(api, user, firestore):
         ({"start_date": "2026-03-02T00:00:00Z", "end_date": "2026-03-01T00:00:00Z"}, "start_date"),
         ({"status": "done"}, "status"),
         ({"include_discarded": "perhaps"}, "include_discarded"),
+        ({"start_date": "0001-01-01T00:00:00+14:00"}, "start_date"),  # before year 1 in UTC
+        ({"end_date": "9999-12-31T23:59:59-01:00"}, "end_date"),  # after year 9999 in UTC
     ],
 )
 def test_bad_list_parameters_are_422_naming_the_field(api, user, params, field):

@@ -122,6 +122,15 @@ def test_bad_list_parameters_are_422(api, user, params, field):
     assert field in reply.json()["detail"]
 
 
+def test_a_category_named_many_times_counts_once(api, user):
+    """Firestore's `in` takes at most 30 values: 31 of the same is one."""
+    api.post("/v1/memories", json={"content": "Likes tea"}, headers=user.bearer)
+    params = {"categories": ",".join(["manual"] * 31 + ["interesting"])}
+    reply = api.get("/v1/memories", params=params, headers=user.bearer)
+    assert reply.status_code == 200, reply.text
+    assert [m["content"] for m in reply.json()] == ["Likes tea"]
+
+
 VERBS = ["grows", "paints", "collects", "repairs", "photographs"]
 THINGS = ["tomatoes", "bicycles", "lanterns", "violins", "kites", "clocks", "boats", "maps"]
 CITIES = ["Lisbon", "Oslo", "Kyoto", "Quito", "Tunis"]

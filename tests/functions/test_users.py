@@ -101,7 +101,8 @@ def _documents_of(firestore, uid: str) -> list[str]:
 
 
 def test_delete_removes_every_document_of_the_user_and_only_theirs(api, auth_emulator, firestore):
-    user, neighbour = auth_emulator.sign_up(), auth_emulator.sign_up()
+    user = auth_emulator.with_verified_email(auth_emulator.sign_up())
+    neighbour = auth_emulator.sign_up()
     for someone in (user, neighbour):
         assert api.patch("/v1/users/me", json={"name": "x"}, headers=someone.bearer).is_success
         home = firestore.collection("users").document(someone.uid)
@@ -125,3 +126,22 @@ def test_delete_removes_every_document_of_the_user_and_only_theirs(api, auth_emu
 
     again = api.delete("/v1/users/me", headers=user.bearer)
     assert again.status_code == 204
+
+
+def test_delete_leaves_the_waitlist_entry_of_an_address_the_account_has_not_verified(
+    api, auth_emulator, firestore
+):
+    """Anybody can sign up with anybody's address: deleting that account must not take the
+    address's owner off the waitlist."""
+    impostor = auth_emulator.sign_up()
+    assert api.post("/waitlist", json={"email": impostor.email}).is_success
+    assert api.delete("/v1/users/me", headers=impostor.bearer).status_code == 204
+    assert firestore.collection("waitlist").document(waitlist_id(impostor.email)).get().exists
+
+
+def test_a_host_specific_zone_file_is_not_a_time_zone(api, user):
+    for zone in ("localtime", "Factory", "posixrules", "Mars/Olympus"):
+        reply = api.patch("/v1/users/me", json={"timezone": zone}, headers=user.bearer)
+        assert reply.status_code == 422 and "timezone" in reply.json()["detail"], zone
+    reply = api.patch("/v1/users/me", json={"timezone": "America/Sao_Paulo"}, headers=user.bearer)
+    assert reply.status_code == 200 and reply.json()["timezone"] == "America/Sao_Paulo"

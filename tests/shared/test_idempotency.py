@@ -34,6 +34,15 @@ def test_a_repeat_gets_the_first_response_and_creates_nothing(api, user):
     assert [memory["id"] for memory in _memories(api, user)] == [first.json()["id"]]
 
 
+def test_a_repeat_with_a_trailing_slash_is_the_same_request(api, user):
+    headers = {**user.bearer, **_key()}
+    first = api.post("/v1/memories", json={"content": "Likes tea"}, headers=headers)
+    again = api.post("/v1/memories/", json={"content": "Likes tea"}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert len(_memories(api, user)) == 1
+
+
 def test_the_same_key_with_another_body_is_409(api, user):
     headers = {**user.bearer, **_key()}
     assert api.post("/v1/memories", json={"content": "a"}, headers=headers).status_code == 201
