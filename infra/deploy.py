@@ -4,11 +4,16 @@
 the tests and the image build). Every step is idempotent: a resource that exists is updated
 (or left alone), so a deploy can be re-run after a failure.
 
-Order: topics first (subscriptions and functions publish to them), then the functions, then the
-push subscriptions to the event-driven functions' URLs (with OIDC tokens and dead-letter
-policies) and the Cloud Scheduler jobs that tick the scheduled topics, then the realtime service
-and its domain mapping, then Hosting with the Firestore rules and indexes (Hosting last, so no
-rewrite points at a function that does not exist yet).
+Order: topics first (subscriptions and functions publish to them), with the Pub/Sub service
+agent allowed to publish to the dead-letter topics; the push invoker service account; then the
+functions, then the push subscriptions to the event-driven functions' URLs (with OIDC tokens,
+dead-letter policies and the service agent allowed to pull from them to forward) and the Cloud
+Scheduler jobs that tick the scheduled topics, then the realtime service and its domain mapping,
+then Hosting with the Firestore rules and indexes (Hosting last, so no rewrite points at a
+function that does not exist yet). IAM bindings (`add-iam-policy-binding`) are idempotent.
+
+Each deployable gets `--set-secrets` for the settings `infra/resources.yaml` lists for it, since
+the flag replaces the deployable's whole list.
 """
 
 from __future__ import annotations
@@ -17,12 +22,18 @@ import argparse
 import shlex
 import subprocess
 import sys
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from shared import deployables
 
 RUNTIME_ENV = "ENVIRONMENT=production"
-SECRETS = "TOKEN_ENCRYPTION_KEY=token-encryption-key:latest,OPENAI_API_KEY=openai-api-key:latest"
+MAX_ACK_DEADLINE_SECONDS = 600  # Pub/Sub's limit
+# IAM is eventually consistent: a service account created a moment ago may not be grantable yet.
+IAM_ATTEMPTS = 5
+RETRY_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -33,13 +44,20 @@ class Step:
     command: tuple[str, ...]
     unless: tuple[str, ...] | None = None
     otherwise: tuple[str, ...] | None = None  # run instead when the probe succeeds
+    attempts: int = 1
 
 
 @dataclass(frozen=True)
 class Target:
     project: str
+    project_number: str
     image: str
     invoker: str  # service account whose OIDC token push subscriptions carry
+
+    @property
+    def pubsub_agent(self) -> str:
+        """The Pub/Sub service agent, which forwards to dead-letter topics and signs push tokens."""
+        return f"service-{self.project_number}@gcp-sa-pubsub.iam.gserviceaccount.com"
 
     @property
     def region(self) -> str:
@@ -50,8 +68,49 @@ class Target:
         return f"https://{self.region}-{self.project}.cloudfunctions.net/{name}"
 
 
-def _topic_steps() -> list[Step]:
-    return [
+def default_invoker(project: str) -> str:
+    return f"pubsub-invoker@{project}.iam.gserviceaccount.com"
+
+
+def secrets(spec: dict[str, Any]) -> list[str]:
+    """The settings a deployable (its entry in resources.yaml) reads from Secret Manager."""
+    names = [*deployables.resources().get("secrets", []), *spec.get("secrets", [])]
+    return list(dict.fromkeys(names))
+
+
+def _set_secrets(spec: dict[str, Any]) -> str:
+    mapped = (f"{name}={name.lower().replace('_', '-')}:latest" for name in secrets(spec))
+    return f"--set-secrets={','.join(mapped)}"
+
+
+def ack_deadline(function: str) -> int:
+    """A push subscription's ack deadline: at least its function's timeout, or Pub/Sub would
+    redeliver (and count an attempt) while the first delivery is still being handled."""
+    policy = deployables.subscription_policy()["ack_deadline_seconds"]
+    timeout = deployables.resources()["functions"][function].get("timeout_seconds", 0)
+    deadline = max(policy, timeout)
+    if deadline > MAX_ACK_DEADLINE_SECONDS:
+        raise ValueError(f"{function}: timeout {timeout} s exceeds Pub/Sub's ack deadline limit")
+    return int(deadline)
+
+
+def _binding(kind: tuple[str, ...], resource: str, member: str, role: str) -> Step:
+    return Step(
+        f"{role} for {member} on {resource}",
+        (
+            "gcloud",
+            *kind,
+            "add-iam-policy-binding",
+            resource,
+            f"--member=serviceAccount:{member}",
+            f"--role={role}",
+        ),
+        attempts=IAM_ATTEMPTS,
+    )
+
+
+def _topic_steps(target: Target) -> list[Step]:
+    steps = [
         Step(
             f"topic {topic.name}",
             ("gcloud", "pubsub", "topics", "create", topic.name),
@@ -59,6 +118,49 @@ def _topic_steps() -> list[Step]:
         )
         for topic in deployables.topics()
     ]
+    # Without it Pub/Sub cannot forward an undeliverable message to the dead-letter topic.
+    for topic in deployables.topics():
+        if topic.dead_letter_topic:
+            steps.append(
+                _binding(
+                    ("pubsub", "topics"),
+                    topic.dead_letter_topic,
+                    target.pubsub_agent,
+                    "roles/pubsub.publisher",
+                )
+            )
+    return steps
+
+
+def _invoker_steps(target: Target) -> list[Step]:
+    steps = []
+    account, _, domain = target.invoker.partition("@")
+    if domain == f"{target.project}.iam.gserviceaccount.com":  # else it is managed elsewhere
+        steps.append(
+            Step(
+                f"service account {target.invoker}",
+                (
+                    "gcloud",
+                    "iam",
+                    "service-accounts",
+                    "create",
+                    account,
+                    "--display-name=Pub/Sub push invoker",
+                ),
+                unless=("gcloud", "iam", "service-accounts", "describe", target.invoker),
+            )
+        )
+    # Pub/Sub mints the push OIDC tokens as the invoker (projects from before April 2021 lack
+    # this grant by default).
+    steps.append(
+        _binding(
+            ("iam", "service-accounts"),
+            target.invoker,
+            target.pubsub_agent,
+            "roles/iam.serviceAccountTokenCreator",
+        )
+    )
+    return steps
 
 
 def _runtime_env(target: Target) -> str:
@@ -71,7 +173,9 @@ def _function_steps(target: Target) -> list[Step]:
     resources = deployables.resources()
     steps = []
     for fn in deployables.functions():
+        spec = resources["functions"][fn.name]
         access = "--no-allow-unauthenticated" if fn.event_driven else "--allow-unauthenticated"
+        timeout = spec.get("timeout_seconds")
         steps.append(
             Step(
                 f"function {fn.name}",
@@ -87,8 +191,9 @@ def _function_steps(target: Target) -> list[Step]:
                     f"--entry-point={fn.name}",
                     "--trigger-http",
                     access,
+                    *([f"--timeout={timeout}s"] if timeout else []),
                     f"--set-env-vars={_runtime_env(target)}",
-                    f"--set-secrets={SECRETS}",
+                    _set_secrets(spec),
                 ),
             )
         )
@@ -104,6 +209,7 @@ def _function_steps(target: Target) -> list[Step]:
                         f"--region={target.region}",
                         f"--member=serviceAccount:{target.invoker}",
                     ),
+                    attempts=IAM_ATTEMPTS,
                 )
             )
     return steps
@@ -121,7 +227,7 @@ def _subscription_steps(target: Target) -> list[Step]:
         options: tuple[str, ...] = (
             f"--push-endpoint={endpoint}",
             f"--push-auth-service-account={target.invoker}",
-            f"--ack-deadline={policy['ack_deadline_seconds']}",
+            f"--ack-deadline={ack_deadline(subscription.function)}",
             f"--min-retry-delay={policy['min_backoff_seconds']}s",
             f"--max-retry-delay={policy['max_backoff_seconds']}s",
         )
@@ -154,6 +260,16 @@ def _subscription_steps(target: Target) -> list[Step]:
                 ),
             )
         )
+        if subscription.dead_letter_topic:
+            # Pub/Sub acknowledges the message here once it has forwarded it.
+            steps.append(
+                _binding(
+                    ("pubsub", "subscriptions"),
+                    subscription.name,
+                    target.pubsub_agent,
+                    "roles/pubsub.subscriber",
+                )
+            )
     return steps
 
 
@@ -174,7 +290,7 @@ def _realtime_steps(target: Target) -> list[Step]:
                 "--timeout=3600",
                 "--session-affinity",
                 f"--set-env-vars={_runtime_env(target)}",
-                f"--set-secrets={SECRETS}",
+                _set_secrets(realtime),
             ),
         ),
         Step(
@@ -280,7 +396,8 @@ def _hosting_steps(target: Target) -> list[Step]:
 def plan(target: Target) -> list[Step]:
     """Every step of a deploy, in order."""
     return [
-        *_topic_steps(),
+        *_topic_steps(target),
+        *_invoker_steps(target),
         *_function_steps(target),
         *_subscription_steps(target),
         *_schedule_steps(),
@@ -305,18 +422,39 @@ def run(steps: list[Step], project: str, dry_run: bool) -> None:
         with_project = [*command, f"--project={project}"] if command[0] == "gcloud" else command
         print(f"+ {step.description}: {shlex.join(with_project)}", flush=True)
         if not dry_run:
-            subprocess.run(with_project, check=True)
+            _execute(step, with_project)
+
+
+def _execute(step: Step, command: Sequence[str]) -> None:
+    for attempt in range(1, step.attempts + 1):
+        try:
+            subprocess.run(command, check=True)
+            return
+        except subprocess.CalledProcessError:
+            if attempt == step.attempts:
+                raise
+            print(f"! {step.description}: failed, trying again in {RETRY_SECONDS:g} s", flush=True)
+            time.sleep(RETRY_SECONDS)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Deploy Mnemo (run by cloudbuild.yaml).")
     parser.add_argument("--project", required=True)
+    parser.add_argument(
+        "--project-number",
+        required=True,
+        help="names the Pub/Sub service agent (cloudbuild.yaml passes ${PROJECT_NUMBER})",
+    )
     parser.add_argument("--image", required=True, help="the realtime image to deploy")
     parser.add_argument("--invoker", help="service account for push subscriptions' OIDC tokens")
     parser.add_argument("--dry-run", action="store_true", help="print the steps, change nothing")
     args = parser.parse_args()
-    invoker = args.invoker or f"pubsub-invoker@{args.project}.iam.gserviceaccount.com"
-    target = Target(project=args.project, image=args.image, invoker=invoker)
+    target = Target(
+        project=args.project,
+        project_number=args.project_number,
+        image=args.image,
+        invoker=args.invoker or default_invoker(args.project),
+    )
     try:
         run(plan(target), args.project, args.dry_run)
     except subprocess.CalledProcessError as error:

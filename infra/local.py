@@ -3,7 +3,8 @@
 `python -m infra.local` is `make run`; the tests start the same `LocalStack` on free ports, so
 they run while `make run` is up. Every process is started in a session of its own (the emulator
 launchers are wrapper scripts whose JVM would outlive a plain kill) and stopped by its process
-group on Ctrl-C or SIGTERM, after which the ports are checked free.
+group on Ctrl-C, SIGTERM or SIGHUP, after which the ports are checked free. If whoever started the
+stack dies without stopping it (SIGKILL, a crash), the stack's `Guard` stops those groups.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import select
 import signal
 import socket
 import subprocess
@@ -20,9 +22,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
 
 from infra.prerequisites import FIREBASE_BIN, check_prerequisites
 from shared import deployables
@@ -32,6 +37,8 @@ PROJECT = "demo-mnemo"
 # Below Linux's ephemeral range (32768-60999), from which the emulators take their own extra
 # ports while starting: a port picked there could be taken again before its service binds it.
 FREE_PORT_RANGE = (20000, 32000)
+# What a CI job's timeout or a closed terminal sends: they stop the stack as Ctrl-C does.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def free_port() -> int:
@@ -51,6 +58,129 @@ def port_open(port: int) -> bool:
     with socket.socket() as probe:
         probe.settimeout(0.2)
         return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def interrupt(signum: int, _frame: FrameType | None) -> NoReturn:
+    """A signal handler that raises KeyboardInterrupt, as Ctrl-C does, so `finally` blocks run."""
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def handling(
+    signals: tuple[signal.Signals, ...],
+    handler: Callable[[int, FrameType | None], Any] | int,
+) -> Iterator[None]:
+    """`handler` (a function, `signal.SIG_IGN`...) for each of `signals` within the block, and the
+    previous handlers after it. From the main thread only, as `signal.signal`."""
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
+    try:
+        yield
+    finally:
+        for signum, before in previous.items():
+            signal.signal(signum, signal.SIG_DFL if before is None else before)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def stop_groups(pgids: set[int], timeout: float = 10.0) -> set[int]:
+    """SIGTERM to each process group, then SIGKILL to those still there after `timeout` (which
+    it returns)."""
+    for pgid in pgids:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    left = {pgid for pgid in pgids if _group_alive(pgid)}
+    while left and time.monotonic() < deadline:
+        time.sleep(0.1)
+        left = {pgid for pgid in left if _group_alive(pgid)}
+    for pgid in left:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    return left
+
+
+class Guard:
+    """Stops a stack's process groups if the process that started them dies without stopping them
+    (SIGKILL, a crash): a small process in a session of its own, started before the services,
+    which the starter tells through a pipe of each process group it starts (`+pgid`) and each it
+    has stopped (`-pgid`). When the pipe ends (the starter closed it, or died) or the starter is no
+    longer its parent (the check the `make run` launcher makes on `make`), it stops the groups left,
+    by their ids, and exits: with none left after a clean stop, at once."""
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, log_dir: Path) -> None:
+        with (log_dir / "guard.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", "from infra.local import Guard; Guard.watch()"],
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                bufsize=0,  # each line in one write, at once
+            )
+
+    def _tell(self, line: str) -> None:
+        if self.process is not None and self.process.stdin is not None:
+            with suppress(OSError):  # the guard is gone: nothing to tell
+                self.process.stdin.write(line.encode())
+
+    def add(self, pgid: int) -> None:
+        self._tell(f"+{pgid}\n")
+
+    def remove(self, pgid: int) -> None:
+        self._tell(f"-{pgid}\n")
+
+    def stop(self) -> None:
+        """Closes the pipe: the guard stops what it was not told was stopped, and exits."""
+        if self.process is None:
+            return
+        if self.process.stdin is not None:
+            with suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    @staticmethod
+    def watch() -> None:
+        """The guard process: reads the pipe on stdin until it ends or the starter is gone."""
+        starter = os.getppid()
+        groups: set[int] = set()
+        pending = b""
+        while True:
+            orphaned = os.getppid() != starter  # then only what is already in the pipe
+            if not select.select([0], [], [], 0 if orphaned else 0.2)[0]:
+                if orphaned:
+                    break
+                continue
+            chunk = os.read(0, 4096)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                pgid = int(line[1:])
+                if line.startswith(b"+"):
+                    groups.add(pgid)
+                else:
+                    groups.discard(pgid)
+        if groups:
+            print(f"the stack's starter is gone: stopping process groups {sorted(groups)}")
+            killed = stop_groups(groups)
+            print(f"stopped; SIGKILL to {sorted(killed)}" if killed else "stopped", flush=True)
 
 
 @dataclass(frozen=True)
@@ -199,6 +329,7 @@ class LocalStack:
         self.gateway_env = gateway_env or {}
         self.gateway_to_terminal = gateway_to_terminal
         self.services: list[Service] = []
+        self.guard = Guard()
         # Publish to the scheduled topics as Cloud Scheduler does (the tests tick by hand).
         self.ticker = Ticker(ports.pubsub) if scheduled else None
 
@@ -285,9 +416,9 @@ class LocalStack:
             ),
         ]
         try:
+            self.guard.start(self.workdir)
             for service in emulators:
-                self.services.append(service)
-                service.start(self.workdir)
+                self._start(service, self.workdir)
             deadline = time.monotonic() + 120
             for service in emulators:
                 service.wait_ready(deadline)
@@ -304,8 +435,7 @@ class LocalStack:
                     **self.gateway_env,
                 },
             )
-            self.services.append(gateway)
-            gateway.start(None if self.gateway_to_terminal else self.workdir)
+            self._start(gateway, None if self.gateway_to_terminal else self.workdir)
             gateway.wait_ready(time.monotonic() + 60)
             if self.ticker is not None:
                 self.ticker.start()
@@ -313,12 +443,21 @@ class LocalStack:
             self.stop()
             raise
 
+    def _start(self, service: Service, log_dir: Path | None) -> None:
+        self.services.append(service)
+        service.start(log_dir)
+        assert service.process is not None
+        self.guard.add(service.process.pid)  # its process group's id
+
     def stop(self) -> None:
         if self.ticker is not None:
             self.ticker.stop()
         for service in reversed(self.services):
             service.stop()
+            if service.process is not None:
+                self.guard.remove(service.process.pid)
         self.services.clear()
+        self.guard.stop()
 
 
 class Ticker:
@@ -430,11 +569,8 @@ def main() -> None:
     http_port = int(os.environ.get("PORT", "8080"))
     ports = Ports.free(http_port) if args.free_ports else Ports.from_firebase_json(http_port)
 
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, interrupt)
-    signal.signal(signal.SIGINT, interrupt)
+    for signum in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(signum, interrupt)
     stack = LocalStack(ports, ROOT / ".local" / f"stack-{ports.http}", gateway_to_terminal=True)
     try:
         stack.start()
@@ -460,8 +596,8 @@ def main() -> None:
     except KeyboardInterrupt:
         print("stopping…", flush=True)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        for signum in (signal.SIGINT, *STOP_SIGNALS):
+            signal.signal(signum, signal.SIG_IGN)
         stack.stop()
         print("stopped.", flush=True)
 

@@ -42,8 +42,8 @@ class Settings:
     openai_base_url: str | None = None
     llm_model: str = "gpt-4.1-mini"
     embedding_model: str = "text-embedding-3-small"
-    # One language-model request's limit; below the Pub/Sub ack deadline (60 s) of the
-    # functions that call it.
+    # One language-model request's limit; two of them fit in the timeout (and ack deadline) of
+    # the functions that make them (infra/resources.yaml: process_conversation, 180 s).
     llm_timeout_seconds: float = 45.0
     deepgram_api_key: str | None = None
     deepgram_base_url: str | None = None

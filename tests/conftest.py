@@ -1,12 +1,14 @@
 """One local stack per test session (emulators on free ports + the gateway), shared by all tests.
 
-It runs on free ports, so `make test` works while `make run` is up. The test process itself talks
+It runs on free ports, so `make test` works while `make run` is up, and stops when pytest is
+interrupted, terminated (SIGTERM, SIGHUP) or killed. The test process itself talks
 to the same emulators (Firestore reads, Auth users) through the standard environment variables.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,7 @@ import httpx
 import pytest
 
 from infra.auth_emulator import AuthEmulator, User
-from infra.local import PROJECT, LocalStack, Ports
+from infra.local import PROJECT, STOP_SIGNALS, LocalStack, Ports, handling, interrupt
 from shared import settings as settings_module
 from tests.support.deepgram_double import DeepgramDouble
 from tests.support.openai_double import OpenAIDouble
@@ -70,14 +72,18 @@ def stack(
         },
         scheduled=False,  # the tests tick the sweep themselves
     )
-    local.start()
-    os.environ.update(local.client_env())
-    try:
-        yield local
-    finally:
-        local.stop()
-        os.environ.clear()
-        os.environ.update(saved)
+    # SIGTERM (a CI job's timeout) and SIGHUP end pytest without its teardown: while the stack is
+    # up they interrupt as Ctrl-C does, so this `finally` stops it. After a SIGKILL, its guard does.
+    with handling(STOP_SIGNALS, interrupt):
+        local.start()
+        os.environ.update(local.client_env())
+        try:
+            yield local
+        finally:
+            with handling(STOP_SIGNALS, signal.SIG_IGN):  # a second signal must not cut it short
+                local.stop()
+            os.environ.clear()
+            os.environ.update(saved)
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,9 @@ from infra.deploy import Target, plan
 from shared import deployables
 from shared.deployables import ROOT
 
-TARGET = Target(project="mnemo-prod", image="registry/realtime:abc", invoker="invoker@x")
+TARGET = Target(
+    project="mnemo-prod", project_number="123", image="registry/realtime:abc", invoker="invoker@x"
+)
 
 
 def _commands() -> list[tuple[str, ...]]:
