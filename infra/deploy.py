@@ -30,7 +30,6 @@ from typing import Any
 from shared import deployables
 
 RUNTIME_ENV = "ENVIRONMENT=production"
-MAX_ACK_DEADLINE_SECONDS = 600  # Pub/Sub's limit
 # IAM is eventually consistent: a service account created a moment ago may not be grantable yet.
 IAM_ATTEMPTS = 5
 RETRY_SECONDS = 15.0
@@ -81,17 +80,6 @@ def secrets(spec: dict[str, Any]) -> list[str]:
 def _set_secrets(spec: dict[str, Any]) -> str:
     mapped = (f"{name}={name.lower().replace('_', '-')}:latest" for name in secrets(spec))
     return f"--set-secrets={','.join(mapped)}"
-
-
-def ack_deadline(function: str) -> int:
-    """A push subscription's ack deadline: at least its function's timeout, or Pub/Sub would
-    redeliver (and count an attempt) while the first delivery is still being handled."""
-    policy = deployables.subscription_policy()["ack_deadline_seconds"]
-    timeout = deployables.resources()["functions"][function].get("timeout_seconds", 0)
-    deadline = max(policy, timeout)
-    if deadline > MAX_ACK_DEADLINE_SECONDS:
-        raise ValueError(f"{function}: timeout {timeout} s exceeds Pub/Sub's ack deadline limit")
-    return int(deadline)
 
 
 def _binding(kind: tuple[str, ...], resource: str, member: str, role: str) -> Step:
@@ -227,7 +215,7 @@ def _subscription_steps(target: Target) -> list[Step]:
         options: tuple[str, ...] = (
             f"--push-endpoint={endpoint}",
             f"--push-auth-service-account={target.invoker}",
-            f"--ack-deadline={ack_deadline(subscription.function)}",
+            f"--ack-deadline={deployables.ack_deadline(subscription.function)}",
             f"--min-retry-delay={policy['min_backoff_seconds']}s",
             f"--max-retry-delay={policy['max_backoff_seconds']}s",
         )

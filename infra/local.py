@@ -540,7 +540,7 @@ def create_pubsub(env: dict[str, str], http_port: int) -> None:
                     "push_endpoint": f"http://127.0.0.1:{http_port}/_events/{subscription.function}/"
                     f"{topic_path}"
                 },
-                "ack_deadline_seconds": policy["ack_deadline_seconds"],
+                "ack_deadline_seconds": deployables.ack_deadline(subscription.function),
                 "retry_policy": {
                     "minimum_backoff": Duration(seconds=policy["min_backoff_seconds"]),
                     "maximum_backoff": Duration(seconds=policy["max_backoff_seconds"]),

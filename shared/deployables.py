@@ -162,6 +162,21 @@ def subscription_policy() -> dict[str, int]:
     return policy
 
 
+MAX_ACK_DEADLINE_SECONDS = 600  # Pub/Sub's limit
+
+
+def ack_deadline(function: str) -> int:
+    """The ack deadline of the push subscription of `function` (deployed and local alike): at
+    least its timeout, or Pub/Sub would redeliver (and count an attempt) while the first
+    delivery is still being handled."""
+    policy = subscription_policy()["ack_deadline_seconds"]
+    timeout = resources()["functions"][function].get("timeout_seconds", 0)
+    deadline = max(policy, timeout)
+    if deadline > MAX_ACK_DEADLINE_SECONDS:
+        raise ValueError(f"{function}: timeout {timeout} s exceeds Pub/Sub's ack deadline limit")
+    return int(deadline)
+
+
 def http_routers() -> dict[str, Any]:
     """Every HTTP function's `Router`, by function name (imports the function modules)."""
     return {fn.name: fn.load().router for fn in functions() if not fn.event_driven}

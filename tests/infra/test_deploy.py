@@ -217,7 +217,7 @@ def test_every_push_subscription_waits_for_its_function_before_redelivering():
         assert step.otherwise is not None
         for command in (step.command, step.otherwise):
             deadline = int(_option(command, "--ack-deadline") or 0)
-            assert timeout <= deadline <= deploy.MAX_ACK_DEADLINE_SECONDS, subscription.name
+            assert timeout <= deadline <= deployables.MAX_ACK_DEADLINE_SECONDS, subscription.name
 
 
 def test_a_timeout_beyond_pubsubs_ack_deadline_limit_is_refused(monkeypatch):
