@@ -10,11 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket
 
 from shared.auth import Access, Caller, authenticate, token_from_header
-from shared.errors import ApiError
-from shared.http import backend_unavailable
-from shared.logging import get_logger
-
-log = get_logger("auth")
+from shared.http import api_error
 
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
@@ -38,11 +34,9 @@ async def authenticate_websocket(
     try:
         return await run_in_threadpool(authenticate, token, access)
     except Exception as error:
-        refusal = error if isinstance(error, ApiError) else backend_unavailable(error)
+        refusal = api_error(error)
         if refusal is None:
             raise
-        if refusal is not error:
-            log.warning("backend unavailable: %s", error)
         code = TRY_AGAIN_LATER if refusal.status == 503 else POLICY_VIOLATION
         await websocket.accept()
         await websocket.close(code=code, reason=close_reason(str(refusal.detail)))

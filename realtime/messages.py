@@ -22,7 +22,7 @@ from shared import chats, conversations, idempotency, llm
 from shared.auth import Access, Caller, authenticate, token_from_header
 from shared.chat_api import CHAT_ID, STREAM_MEDIA_TYPE, Message, MessageCreate
 from shared.errors import ApiError
-from shared.http import backend_unavailable, field_errors, parse_json_body
+from shared.http import api_error, field_errors, parse_json_body
 from shared.logging import get_logger
 from shared.models import Page
 
@@ -36,17 +36,6 @@ def _error(error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), error.status, headers=error.headers)
 
 
-def _api_error(error: Exception) -> ApiError | None:
-    """What `error` answers: itself if it is an API error, 503 for a backend that is down
-    (logged), None for a bug (left to the app's handler)."""
-    if isinstance(error, ApiError):
-        return error
-    unavailable = backend_unavailable(error)
-    if unavailable is not None:
-        log.warning("backend unavailable: %s", error)
-    return unavailable
-
-
 def _json_errors(handler: Handler) -> Handler:
     """`handler`, answering its API errors and backend failures as `{"detail": ...}`."""
 
@@ -55,7 +44,7 @@ def _json_errors(handler: Handler) -> Handler:
         try:
             return await handler(request)
         except Exception as error:
-            found = _api_error(error)
+            found = api_error(error)
             if found is None:
                 raise
             return _error(found)

@@ -230,15 +230,12 @@ class Router:
         try:
             route, params = self.match(request.method, request.path)
             return self._respond(route, request, params)
-        except ApiError as error:
-            return json_response(error.body(), error.status, error.headers)
         except Exception as error:
-            unavailable = backend_unavailable(error)
-            if unavailable is not None:
-                log.warning("backend unavailable: %s", error)
-                return json_response(unavailable.body(), unavailable.status)
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            return json_response({"detail": "internal error"}, 500)
+            answer = api_error(error)
+            if answer is None:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                return json_response({"detail": "internal error"}, 500)
+            return json_response(answer.body(), answer.status, answer.headers)
 
     def _respond(self, route: Route, request: Request, params: dict[str, str]) -> Response:
         caller = None
@@ -299,6 +296,17 @@ def _dump(result: Any, response_type: Any) -> Any:
 @cache
 def _adapter(response_type: Any) -> TypeAdapter[Any]:
     return TypeAdapter(response_type)
+
+
+def api_error(error: BaseException) -> ApiError | None:
+    """What `error` answers: itself if it is an API error, a 503 if a backend is down (logged),
+    None for a bug. One rule for the functions and the realtime service."""
+    if isinstance(error, ApiError):
+        return error
+    unavailable = backend_unavailable(error)
+    if unavailable is not None:
+        log.warning("backend unavailable: %s", error)
+    return unavailable
 
 
 def backend_unavailable(error: BaseException) -> ApiError | None:
