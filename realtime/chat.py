@@ -6,11 +6,12 @@ this instance). Each turn streams the events of API.md ("Chat") and ends with `e
 and `suggested_prompts`. A frame that is not a usable message gets an `error` event and the
 socket stays open; so does a turn the model fails (`error`, then `end_of_stream`).
 
-The user's message is stored before the turn, the answer after it (with the ids of the memories
-and conversations it cited, and the agent and tools it used); the chat's last messages are the
-context of the next turn. If the phone goes away mid-answer, the turn is cancelled, which closes
-the model's stream (no tokens are paid for nobody), and the partial answer is stored as such.
-"""
+The user's message is stored as soon as the model starts answering (so that its write does not hold
+up the model's request) or when the turn ends, if that comes first; the answer after it (with the
+ids of the memories and conversations it cited, and the agent and tools it used). The chat's last
+messages are the context of the next turn. If the phone goes away mid-answer, the turn is cancelled,
+which closes the model's stream (no tokens are paid for nobody), and the partial answer is stored as
+such."""
 
 from __future__ import annotations
 
@@ -174,8 +175,8 @@ async def stored_turn(
     context: list[dict[str, str]] | None = None,
     history: list[dict[str, str]] | None = None,
 ) -> AsyncIterator[Turn]:
-    """A turn of the chat, one at a time per chat: the question is stored while the model
-    answers, the answer (with what it cited) after it, even when the turn is cancelled. The
+    """A turn of the chat, one at a time per chat: the question is stored once the model starts
+    answering, the answer (with what it cited) after it, even when the turn is cancelled. The
     turn's history is `context` (if given) and `history`, or the chat's stored last messages.
     The stored answer is `turn.stored`."""
     lock = _chat_locks.get((uid, chat_id))
@@ -184,13 +185,20 @@ async def stored_turn(
     async with lock:
         if history is None:
             history = await run_in_threadpool(chats.history, uid, chat_id)
-        asking = asyncio.ensure_future(
-            run_in_threadpool(chats.add_message, uid, chat_id, "user", text)
-        )
-        turn = Turn(uid, text, [*(context or []), *history])
+        asking: asyncio.Future[Any] | None = None
+
+        def ask() -> None:
+            nonlocal asking
+            if asking is None:
+                store = run_in_threadpool(chats.add_message, uid, chat_id, "user", text)
+                asking = asyncio.ensure_future(store)
+
+        turn = Turn(uid, text, [*(context or []), *history], on_answer=ask)
         try:
             yield turn
         finally:
+            ask()
+            assert asking is not None
             # Shielded: a cancelled turn (the client left) still stores what it said.
             await asyncio.shield(_store_answer(asking, uid, chat_id, turn))
 

@@ -145,10 +145,13 @@ def test_bad_frames_get_an_error_and_the_socket_stays_open(stack, user, openai):
     assert "".join(e.get("delta", "") for e in events) == "Still here."
 
 
-def test_a_failing_model_is_an_error_event_and_the_next_message_works(stack, user, openai):
+def test_a_failing_model_is_an_error_event_and_the_next_message_works(
+    stack, user, firestore, openai
+):
     marker = f"zq{uuid.uuid4().hex[:8]}"
     openai.answer_marked(marker, [http_error(500), text("Back again.")])
-    with connect(_url(stack, user)) as socket:
+    chat_id = uuid.uuid4().hex
+    with connect(_url(stack, user, chat_id)) as socket:
         socket.send(f"Hello {marker}")
         failed = _turn(socket)
         socket.send(json.dumps({"message": f"Hello again {marker}"}))
@@ -156,6 +159,13 @@ def test_a_failing_model_is_an_error_event_and_the_next_message_works(stack, use
     assert [e["type"] for e in failed] == ["error", "end_of_stream"]
     assert "500" in failed[0]["detail"]
     assert "".join(e.get("delta", "") for e in worked) == "Back again."
+    # The model never answered the first message; it is stored all the same (at the turn's end).
+    stored = [(m["role"], m["text"]) for m in _stored(firestore, user.uid, chat_id)]
+    assert stored == [
+        ("user", f"Hello {marker}"),
+        ("user", f"Hello again {marker}"),
+        ("assistant", "Back again."),
+    ]
 
 
 def test_two_messages_are_answered_in_order_with_the_first_as_context(

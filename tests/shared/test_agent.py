@@ -55,6 +55,74 @@ def test_a_tool_over_its_time_limit_answers_an_error_and_the_turn_goes_on(openai
     assert len(outputs) == 1 and "timed out" in str(outputs[0]).lower()
 
 
+def test_the_prepared_client_sends_the_body_the_stock_client_sends(openai):
+    """`agent.prepared_client()` skips the SDK's transform of messages and tools: for what the
+    agents SDK hands over (history with a tool call and its output, a tool, a handoff, streaming
+    with usage) the model must get the same JSON body as from the stock client."""
+    from agents import (
+        Agent,
+        ModelSettings,
+        OpenAIChatCompletionsModel,
+        Runner,
+        function_tool,
+        set_tracing_disabled,
+    )
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)
+
+    @function_tool
+    async def lookup(query: str, limit: int = 5) -> str:
+        """Look something up.
+
+        Args:
+            query: What to look for.
+            limit: How many, at most.
+        """
+        return "nothing"
+
+    history = [
+        {"role": "user", "content": "Where did I leave my keys? Ünïcode too."},
+        {
+            "type": "function_call",
+            "call_id": "call_1",
+            "name": "lookup",
+            "arguments": '{"query": "keys", "limit": 3}',
+        },
+        {"type": "function_call_output", "call_id": "call_1", "output": '{"found": []}'},
+        {"role": "assistant", "content": "I could not find them."},
+    ]
+
+    async def body(client_class: type[AsyncOpenAI], marker: str) -> dict:
+        openai.answer_marked(marker, [text("Fine.")])
+        client = client_class(base_url=openai.url, api_key=openai.api_key, max_retries=0)
+        model = OpenAIChatCompletionsModel(model="m", openai_client=client)
+        settings = ModelSettings(include_usage=True, temperature=0.5)
+        helper = Agent(name="Helper", instructions="Help.", model=model, model_settings=settings)
+        main = Agent(
+            name="Main",
+            instructions="Be brief.",
+            tools=[lookup],
+            handoffs=[helper],
+            model=model,
+            model_settings=settings,
+        )
+        result = Runner.run_streamed(main, [*history, {"role": "user", "content": marker}])
+        async for _ in result.stream_events():
+            pass
+        assert result.final_output == "Fine."
+        (request,) = [r for r in openai.chat_requests if r.messages[-1]["content"] == marker]
+        return dict(request.body)
+
+    stock = asyncio.run(asyncio.wait_for(body(AsyncOpenAI, "stock"), 10))
+    prepared = asyncio.run(asyncio.wait_for(body(agent.prepared_client(), "prepared"), 10))
+    assert prepared["messages"][:-1] == stock["messages"][:-1]
+    assert [m["role"] for m in stock["messages"]][2:4] == ["assistant", "tool"]
+    assert len(stock["tools"]) == 2 and stock["stream_options"] == {"include_usage": True}
+    stock.pop("messages"), prepared.pop("messages")
+    assert prepared == stock
+
+
 def test_the_tool_budget_refuses_calls_past_ten():
     context = chat_tools.ChatContext("uid")
     assert all(context.take_call() for _ in range(chat_tools.MAX_TOOL_CALLS))
