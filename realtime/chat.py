@@ -37,8 +37,72 @@ log = get_logger("chat")
 
 # Messages waiting behind the one being answered; more is a client gone wrong.
 MAX_QUEUED = 10
-# One turn at a time per chat in this instance; a lock lives while a turn holds or awaits it.
-_chat_locks: WeakValueDictionary[tuple[str, str], asyncio.Lock] = WeakValueDictionary()
+
+
+class _Chat:
+    """One chat in this instance: its turns run one at a time (`lock`), and `version` moves
+    whenever one begins or ends, so a history read at a version is current while it stays."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.version = 0
+
+
+# Alive while something holds it (a turn, a socket's or a request's `History`): a new `_Chat`
+# for the same key can only come when no history of the old one is left to compare.
+_chats: WeakValueDictionary[tuple[str, str], _Chat] = WeakValueDictionary()
+
+
+class History:
+    """A chat's last messages, the context of its next turn: read from Firestore (`prefetch()`
+    starts the read before the turn needs it) or remembered from the last turn, and read again
+    if a turn of this instance has begun or ended on the chat since. (Turns served by another
+    instance are not seen until the next read: a socket keeps its history while it is open.)"""
+
+    def __init__(self, uid: str, chat_id: str):
+        self.uid = uid
+        self.chat_id = chat_id
+        chat = _chats.get((uid, chat_id))
+        if chat is None:
+            chat = _chats[(uid, chat_id)] = _Chat()
+        self.chat = chat
+        self._messages: asyncio.Future[list[dict[str, str]]] | None = None
+        self._version: int | None = None  # the chat's version when read; None: read mid-turn
+
+    def prefetch(self) -> None:
+        """Start reading, unless what is read or remembered is still current."""
+        if self._messages is None or self._version != self.chat.version:
+            self._version = None if self.chat.lock.locked() else self.chat.version
+            read = run_in_threadpool(chats.history, self.uid, self.chat_id)
+            self._messages = asyncio.ensure_future(read)
+            self._messages.add_done_callback(_retrieved)
+
+    async def messages(self) -> list[dict[str, str]]:
+        """The chat's last messages; call it holding `chat.lock`, as a turn does."""
+        self.prefetch()
+        assert self._messages is not None
+        try:
+            return await asyncio.shield(self._messages)
+        except Exception:
+            self._messages = None  # the turn fails; the next one reads again
+            raise
+
+    def remember(self, messages: list[dict[str, str]]) -> None:
+        """What the chat holds now that this instance's turn has ended (holding the lock)."""
+        self._messages = asyncio.get_running_loop().create_future()
+        self._messages.set_result(messages[-chats.HISTORY_MESSAGES :])
+        self._version = self.chat.version
+
+    def abandon(self) -> None:
+        """Stop a read that no turn will use."""
+        if self._messages is not None:
+            self._messages.cancel()
+
+
+def _retrieved(read: asyncio.Future[Any]) -> None:
+    # A failed read is raised to the turn that awaits it; one nobody awaits is not an error.
+    if not read.cancelled():
+        read.exception()
 
 
 class BadFrame(ValueError):
@@ -86,18 +150,16 @@ class ChatSession:
         self.chat_id = chat_id
         self.queue: asyncio.Queue[str] = asyncio.Queue(MAX_QUEUED)
         self.sending = asyncio.Lock()
-        # The chat's last messages: read while the user types the first message, then kept up
-        # to date by this socket's turns (so no turn waits for a read before its first token).
-        self.history: asyncio.Future[list[dict[str, str]]] | None = None
+        # Read while the user types the first message, then kept up to date by the turns (so
+        # no turn of this socket waits for a read before its first token).
+        self.history = History(uid, chat_id)
 
     async def send(self, event: dict[str, Any]) -> None:
         async with self.sending:
             await send_if_open(self.websocket, event)
 
     async def run(self) -> None:
-        self.history = asyncio.ensure_future(
-            run_in_threadpool(chats.history, self.uid, self.chat_id)
-        )
+        self.history.prefetch()
         answering = asyncio.create_task(self._answer())
         try:
             await self._receive()
@@ -126,36 +188,14 @@ class ChatSession:
             text = await self.queue.get()
             turn: Turn | None = None
             try:
-                history = await self._history()
-                async with stored_turn(self.uid, self.chat_id, text, history=history) as turn:
+                async with stored_turn(self.uid, self.chat_id, text, history=self.history) as turn:
                     async for event in turn.events():
                         await self.send(event)
             except Exception as error:  # the socket outlives a failed turn
                 await self.send({"type": "error", "detail": failure(error)})
-            if turn is not None:
-                self._remember(turn)
             await self.send({"type": "end_of_stream"})
             if turn is not None and turn.complete:
                 await self.send({"type": "suggested_prompts", "prompts": turn.suggestions})
-
-    async def _history(self) -> list[dict[str, str]]:
-        assert self.history is not None
-        try:
-            return await self.history
-        except Exception:
-            # The read failed (and the turn says so); the next turn reads again.
-            self.history = asyncio.ensure_future(
-                run_in_threadpool(chats.history, self.uid, self.chat_id)
-            )
-            raise
-
-    def _remember(self, turn: Turn) -> None:
-        assert self.history is not None and self.history.done()
-        remembered = [*self.history.result(), {"role": "user", "content": turn.message}]
-        if turn.answer:
-            remembered.append({"role": "assistant", "content": turn.answer})
-        self.history = asyncio.get_running_loop().create_future()
-        self.history.set_result(remembered[-chats.HISTORY_MESSAGES :])
 
 
 def failure(error: Exception) -> str:
@@ -173,18 +213,17 @@ async def stored_turn(
     chat_id: str,
     text: str,
     context: list[dict[str, str]] | None = None,
-    history: list[dict[str, str]] | None = None,
+    history: History | None = None,
 ) -> AsyncIterator[Turn]:
-    """A turn of the chat, one at a time per chat: the question is stored once the model starts
-    answering, the answer (with what it cited) after it, even when the turn is cancelled. The
-    turn's history is `context` (if given) and `history`, or the chat's stored last messages.
-    The stored answer is `turn.stored`."""
-    lock = _chat_locks.get((uid, chat_id))
-    if lock is None:
-        lock = _chat_locks[(uid, chat_id)] = asyncio.Lock()
-    async with lock:
-        if history is None:
-            history = await run_in_threadpool(chats.history, uid, chat_id)
+    """A turn of the chat, one at a time per chat (in this instance): the question is stored
+    once the model starts answering, the answer (with what it cited) after it, even when the
+    turn is cancelled. The model is given `context` (if any) and the chat's last messages
+    (`history`, which the turn keeps up to date). The stored answer is `turn.stored`."""
+    history = history or History(uid, chat_id)
+    chat = history.chat
+    async with chat.lock:
+        past = await history.messages()
+        chat.version += 1  # a turn begins: histories read before it are stale
         asking: asyncio.Future[Any] | None = None
 
         def ask() -> None:
@@ -193,14 +232,21 @@ async def stored_turn(
                 store = run_in_threadpool(chats.add_message, uid, chat_id, "user", text)
                 asking = asyncio.ensure_future(store)
 
-        turn = Turn(uid, text, [*(context or []), *history], on_answer=ask)
+        turn = Turn(uid, text, [*(context or []), *past], on_answer=ask)
         try:
             yield turn
         finally:
             ask()
             assert asking is not None
-            # Shielded: a cancelled turn (the client left) still stores what it said.
-            await asyncio.shield(_store_answer(asking, uid, chat_id, turn))
+            try:
+                # Shielded: a cancelled turn (the client left) still stores what it said.
+                await asyncio.shield(_store_answer(asking, uid, chat_id, turn))
+            finally:
+                chat.version += 1
+                said = [{"role": "user", "content": text}]
+                if turn.answer:
+                    said.append({"role": "assistant", "content": turn.answer})
+                history.remember([*past, *said])
 
 
 async def _store_answer(asking: asyncio.Future[Any], uid: str, chat_id: str, turn: Turn) -> None:

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from realtime.chat import failure, stored_turn
+from realtime.chat import History, failure, stored_turn
 from shared import chats, conversations, idempotency, llm
 from shared.auth import Access, Caller, authenticate, token_from_header
 from shared.chat_api import CHAT_ID, STREAM_MEDIA_TYPE, Message, MessageCreate
@@ -60,9 +60,13 @@ async def _caller(request: Request) -> Caller:
 @_json_errors
 async def create_message(request: Request) -> Response:
     reservation: idempotency.Reservation | None = None
+    history: History | None = None
     try:
         caller = await _caller(request)
         body = parse_json_body(await _read(request), MessageCreate)
+        # Read while the key is reserved and the conversation fetched: no turn waits for it.
+        history = History(caller.uid, CHAT_ID)
+        history.prefetch()
         key = request.headers.get(idempotency.HEADER)
         if key is not None:  # after validation: only a request that would run reserves a key
             found = await run_in_threadpool(
@@ -74,6 +78,7 @@ async def create_message(request: Request) -> Response:
                 ),
             )
             if isinstance(found, idempotency.StoredResponse):
+                history.abandon()
                 return Response(
                     found.body,
                     found.status,
@@ -85,11 +90,13 @@ async def create_message(request: Request) -> Response:
         if not llm.configured():
             raise llm.unavailable()
     except BaseException:
+        if history is not None:
+            history.abandon()
         if reservation is not None:  # nothing ran: a retry with the key may run
             await asyncio.shield(run_in_threadpool(reservation.release))
         raise
     return StreamingResponse(
-        _stream(caller.uid, body.message, context, reservation),
+        _stream(caller.uid, body.message, context, history, reservation),
         media_type=STREAM_MEDIA_TYPE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -144,6 +151,7 @@ async def _stream(
     uid: str,
     text: str,
     context: list[dict[str, str]],
+    history: History | None = None,
     reservation: idempotency.Reservation | None = None,
 ) -> AsyncIterator[str]:
     """The answer's lines. With an `Idempotency-Key`, the key stays reserved while the stream
@@ -152,7 +160,7 @@ async def _stream(
     lines: list[str] = []
     keeping = None if reservation is None else asyncio.create_task(_keep(reservation))
     try:
-        async for line in _lines(uid, text, context):
+        async for line in _lines(uid, text, context, history):
             lines.append(line)
             yield line
     finally:
@@ -179,9 +187,11 @@ async def _keep(reservation: idempotency.Reservation) -> None:
             log.warning("could not refresh idempotency reservation: %s", error)
 
 
-async def _lines(uid: str, text: str, context: list[dict[str, str]]) -> AsyncIterator[str]:
+async def _lines(
+    uid: str, text: str, context: list[dict[str, str]], history: History | None
+) -> AsyncIterator[str]:
     try:
-        async with stored_turn(uid, CHAT_ID, text, context) as turn:
+        async with stored_turn(uid, CHAT_ID, text, context, history) as turn:
             async for event in turn.events():
                 if event["type"] == "raw_response_event":
                     yield f"data: {event['delta'].replace(chr(10), NEWLINE)}\n\n"

@@ -183,6 +183,23 @@ def test_two_messages_are_answered_in_order_with_the_first_as_context(
     assert contents == [f"One {marker}", "First answer.", f"Two {marker}"]
 
 
+def test_a_turn_on_another_socket_of_the_chat_is_in_the_next_context(stack, user, openai):
+    """A socket keeps the chat's history between its turns; a turn of another socket on the
+    same chat (the phone and the web, on this instance) makes it read the history again."""
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    seen = openai.answer_marked(marker, [text("One."), text("Two."), text("Three.")])
+    chat_id = uuid.uuid4().hex
+    with connect(_url(stack, user, chat_id)) as phone, connect(_url(stack, user, chat_id)) as web:
+        phone.send(f"First {marker}")
+        _turn(phone)
+        web.send(f"Second {marker}")
+        _turn(web)
+        phone.send(f"Third {marker}")
+        _turn(phone)
+    contents = [m["content"] for m in seen[2]["messages"] if m["role"] != "system"]
+    assert contents == [f"First {marker}", "One.", f"Second {marker}", "Two.", f"Third {marker}"]
+
+
 def test_token_usage_is_recorded_per_user_and_model(stack, user, firestore, openai):
     marker = f"zq{uuid.uuid4().hex[:8]}"
     openai.answer_marked(marker, [text("Counted.")])

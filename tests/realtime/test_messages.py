@@ -154,6 +154,28 @@ def test_a_stream_that_fails_releases_its_key_for_the_retry(api, user, openai):
     assert "Idempotent-Replayed" not in retried.headers and len(asked) == 2
 
 
+def test_a_message_sent_while_a_turn_of_its_chat_runs_has_that_turn_as_context(
+    stack, api, user, openai
+):
+    """The request reads the chat's history while it reserves its key; a turn under way on the
+    chat when it does (here over the WebSocket) makes it read again once that turn is done."""
+    from websockets.sync.client import connect
+
+    from shared.chat_api import CHAT_ID
+
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    seen = openai.answer_marked(marker, [text("Slowly answered.", chunk_delay=0.1), text("Ok.")])
+    url = f"ws://127.0.0.1:{stack.ports.http}/chats/{CHAT_ID}?token={user.token}"
+    with connect(url) as socket:
+        socket.send(f"Slow {marker}")
+        assert json.loads(socket.recv(timeout=20))["type"] == "raw_response_event"
+        headers = {**user.bearer, "Idempotency-Key": uuid.uuid4().hex}
+        reply = api.post("/v2/messages", json={"message": f"Then {marker}"}, headers=headers)
+    assert _done(_lines(reply))["text"] == "Ok."
+    contents = [m["content"] for m in seen[1]["messages"] if m["role"] != "system"]
+    assert contents[-3:] == [f"Slow {marker}", "Slowly answered.", f"Then {marker}"]
+
+
 def test_history_pages_newest_first(api, auth_emulator, firestore):
     from shared import chats
 
