@@ -255,12 +255,14 @@ async def _store_answer(asking: asyncio.Future[Any], uid: str, chat_id: str, tur
 
 
 def _store(uid: str, chat_id: str, turn: Turn) -> None:
+    usage = chats.Usage(get_settings().llm_model, **turn.usage) if turn.usage else None
     if turn.answer:
         turn.stored = chats.add_message(
             uid,
             chat_id,
             "assistant",
             turn.answer,
+            usage=usage,
             agent=turn.agent,
             tools=turn.tools,
             citations=[{"n": c.n, "kind": c.kind, "id": c.id} for c in turn.citations],
@@ -268,5 +270,5 @@ def _store(uid: str, chat_id: str, turn: Turn) -> None:
             conversation_ids=[c.id for c in turn.citations if c.kind == "conversation"],
             interrupted=not turn.complete,
         )
-    if turn.usage:
-        chats.record_usage(uid, get_settings().llm_model, **turn.usage)
+    elif usage is not None:
+        chats.record_usage(uid, usage)

@@ -7,6 +7,7 @@ and day in the top-level `usage` collection (`uid` field), with server-side incr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -27,10 +28,27 @@ def _chat(uid: str, chat_id: str) -> Any:
     return store.collection(uid, CHATS).document(chat_id)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """The tokens one turn spent on one model."""
+
+    model: str
+    requests: int
+    input_tokens: int
+    output_tokens: int
+
+
 def add_message(
-    uid: str, chat_id: str, role: Literal["user", "assistant"], text: str, **extra: Any
+    uid: str,
+    chat_id: str,
+    role: Literal["user", "assistant"],
+    text: str,
+    *,
+    usage: Usage | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """Store one message (and touch the chat); returns it with its `id`."""
+    """Store one message (and touch the chat), with the turn's `usage` added to the user's
+    tally in the same write; returns the message with its `id`."""
     now = datetime.now(UTC)
     chat = _chat(uid, chat_id)
     reference = chat.collection(MESSAGES).document()
@@ -38,6 +56,8 @@ def add_message(
     batch = db().batch()
     batch.set(reference, fields)
     batch.set(chat, {"updated_at": now}, merge=True)
+    if usage is not None:
+        batch.set(*_tally(uid, usage), merge=True)
     batch.commit()
     return {**fields, "id": reference.id}
 
@@ -70,23 +90,25 @@ def delete_messages(uid: str, chat_id: str) -> None:
     db().recursive_delete(_chat(uid, chat_id))
 
 
-def record_usage(
-    uid: str, model: str, requests: int, input_tokens: int, output_tokens: int
-) -> None:
-    """Add one turn's token usage to the user's tally for `model` today."""
+def record_usage(uid: str, usage: Usage) -> None:
+    """Add one turn's token usage to the user's tally for its model today."""
+    reference, fields = _tally(uid, usage)
+    reference.set(fields, merge=True)
+
+
+def _tally(uid: str, usage: Usage) -> tuple[Any, dict[str, Any]]:
+    """The user's tally for `usage.model` today, and the write (merged) that adds `usage`."""
     from google.cloud.firestore import Increment
 
-    day = datetime.now(UTC).date().isoformat()
-    reference = db().collection("usage").document(f"{uid}_{model}_{day}".replace("/", "-"))
-    reference.set(
-        {
-            "uid": uid,
-            "model": model,
-            "day": day,
-            "requests": Increment(requests),
-            "input_tokens": Increment(input_tokens),
-            "output_tokens": Increment(output_tokens),
-            "updated_at": datetime.now(UTC),
-        },
-        merge=True,
-    )
+    now = datetime.now(UTC)
+    day = now.date().isoformat()
+    reference = db().collection("usage").document(f"{uid}_{usage.model}_{day}".replace("/", "-"))
+    return reference, {
+        "uid": uid,
+        "model": usage.model,
+        "day": day,
+        "requests": Increment(usage.requests),
+        "input_tokens": Increment(usage.input_tokens),
+        "output_tokens": Increment(usage.output_tokens),
+        "updated_at": now,
+    }
