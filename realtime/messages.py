@@ -151,7 +151,7 @@ async def _stream(
     uid: str,
     text: str,
     context: list[dict[str, str]],
-    history: History | None = None,
+    history: History,
     reservation: idempotency.Reservation | None = None,
 ) -> AsyncIterator[str]:
     """The answer's lines. With an `Idempotency-Key`, the key stays reserved while the stream
@@ -188,7 +188,7 @@ async def _keep(reservation: idempotency.Reservation) -> None:
 
 
 async def _lines(
-    uid: str, text: str, context: list[dict[str, str]], history: History | None
+    uid: str, text: str, context: list[dict[str, str]], history: History
 ) -> AsyncIterator[str]:
     try:
         async with stored_turn(uid, CHAT_ID, text, context, history) as turn:
