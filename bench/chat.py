@@ -17,7 +17,7 @@ this process, which no real model causes); it stamps `received` (its app got the
 Before model: the message reaching the service, authentication (SSE only: a socket is authenticated
 once, when it opens), the chat's lock, the history read (SSE only: a socket reads it when it opens
 and keeps it; one Firestore round trip), the agent run's set-up and its HTTP request, up to the
-double's parsing of it (the user's message is written once the model starts answering, so not
+double's parsing of it (the user's message is written once the first delta is out, so not
 before). After first token: the SDK parsing the chunk, the agent's event, the WS frame or SSE line,
 the client parsing it. All on loopback: a real provider's network and TTFT are not in `added`.
 Floors split it: Firestore (the SSE chat's `chats.history`, read from this process), the agent stack

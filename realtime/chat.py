@@ -6,12 +6,12 @@ this instance). Each turn streams the events of API.md ("Chat") and ends with `e
 and `suggested_prompts`. A frame that is not a usable message gets an `error` event and the
 socket stays open; so does a turn the model fails (`error`, then `end_of_stream`).
 
-The user's message is stored as soon as the model starts answering (so that its write does not hold
-up the model's request) or when the turn ends, if that comes first; the answer after it (with the
-ids of the memories and conversations it cited, and the agent and tools it used). The chat's last
-messages are the context of the next turn. If the phone goes away mid-answer, the turn is cancelled,
-which closes the model's stream (no tokens are paid for nobody), and the partial answer is stored as
-such."""
+The user's message is stored once the phone has the first event of the answer (so that its write
+holds up neither the model's request nor that event) or when the turn ends, if that comes first; the
+answer after it (with the ids of the memories and conversations it cited, and the agent and tools it
+used). The chat's last messages are the context of the next turn. If the phone goes away mid-answer,
+the turn is cancelled, which closes the model's stream (no tokens are paid for nobody), and the
+partial answer is stored as such."""
 
 from __future__ import annotations
 
@@ -216,9 +216,9 @@ async def stored_turn(
     history: History | None = None,
 ) -> AsyncIterator[Turn]:
     """A turn of the chat, one at a time per chat (in this instance): the question is stored
-    once the model starts answering, the answer (with what it cited) after it, even when the
-    turn is cancelled. The model is given `context` (if any) and the chat's last messages
-    (`history`, which the turn keeps up to date). The stored answer is `turn.stored`."""
+    once the client has the answer's first event, the answer (with what it cited) after it,
+    even when the turn is cancelled. The model is given `context` (if any) and the chat's last
+    messages (`history`, which the turn keeps up to date). The stored answer is `turn.stored`."""
     history = history or History(uid, chat_id)
     chat = history.chat
     async with chat.lock:

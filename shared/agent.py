@@ -282,7 +282,8 @@ class Turn:
     usage: dict[str, int] = field(default_factory=dict)
     complete: bool = False
     stored: dict[str, Any] | None = None  # the answer as stored (`realtime.chat.stored_turn`)
-    # Called once, when the model's answer starts to stream (its request is long gone by then).
+    # Called once, when the client has the turn's first event (the model request is long gone,
+    # and the first delta is not kept waiting by whatever this starts).
     on_answer: Callable[[], None] | None = None
 
     @property
@@ -317,12 +318,10 @@ class Turn:
             with llm.calling("language"):
                 async for event in result.stream_events():
                     if isinstance(event, RawResponsesStreamEvent):
-                        answering, self.on_answer = self.on_answer, None
-                        if answering is not None:
-                            answering()
                         if isinstance(event.data, ResponseTextDeltaEvent) and event.data.delta:
                             self.answer += event.data.delta
                             yield self._event("raw_response_event", delta=event.data.delta)
+                            self._answering()
                     elif isinstance(event, AgentUpdatedStreamEvent):
                         if event.new_agent.name != self.agent:
                             previous, self.agent = self.agent, event.new_agent.name
@@ -331,10 +330,12 @@ class Turn:
                                 "new_agent": self.agent,
                                 "current_agent": previous,
                             }
+                            self._answering()
                     elif isinstance(event, RunItemStreamEvent):
                         mapped = self._item(event)
                         if mapped is not None:
                             yield mapped
+                            self._answering()
         except MaxTurnsExceeded as error:
             raise llm.LLMError("the agent took too many steps for one message") from error
         except ModelBehaviorError as error:  # e.g. a call to a tool that does not exist
@@ -350,6 +351,11 @@ class Turn:
             "output_tokens": usage.output_tokens,
         }
         self.complete = True
+
+    def _answering(self) -> None:
+        answering, self.on_answer = self.on_answer, None
+        if answering is not None:
+            answering()
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         return {"type": kind, **fields, "current_agent": self.agent}
