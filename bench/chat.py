@@ -3,7 +3,10 @@
 A sample: the client sends a message at `t_send` (WS: a text frame on an open `/chats/{id}`
 socket; SSE: `POST /v2/messages` on a kept-alive connection) and stamps `t_first` when the first
 delta arrives (the first `raw_response_event`; the first `data:` line). The model is the OpenAI
-double, in a thread of this process (one `time.monotonic()` clock), answering at once with five
+double, in a thread of this process (one `time.monotonic()` clock), answering after
+`--model-ttft` (50 ms by default: hosted models take 100-500 ms to their first token, so this is
+on the short side; what the service does while the model thinks, such as the read that confirms
+a remembered chat history, is hidden in that time as it is behind a real model) with five
 deltas 10 ms apart (`CHUNK_GAP`: 100 tokens/s, faster than models stream; all five in one burst
 would have the first delta wait behind the parsing of the other four, in the service and in
 this process, which no real model causes); it stamps `received` (its app got the request) and
@@ -15,14 +18,15 @@ this process, which no real model causes); it stamps `received` (its app got the
              "before model"        "after first token"
 
 Before model: the message reaching the service, authentication (SSE only: a socket is authenticated
-once, when it opens), the chat's lock, the history read (SSE only: a socket reads it when it opens
-and keeps it; one Firestore round trip), the agent run's set-up and its HTTP request, up to the
-double's parsing of it (the user's message is written once the first delta is out, so not
-before). After first token: the SDK parsing the chunk, the agent's event, the WS frame or SSE line,
-the client parsing it. All on loopback: a real provider's network and TTFT are not in `added`.
-Floors split it: Firestore (the SSE chat's `chats.history`, read from this process), the agent stack
-(`shared.agent.Turn` in this process against the double, with a warm chat's history: its own added
-time), a WS round trip (a binary frame, answered with an `error` event) and an HTTP one (`GET
+once, when it opens), the chat's lock, the history read (only for a chat this instance does not
+remember: a socket reads it when it opens; a remembered one is confirmed by a read while the model
+thinks), the agent run's set-up and its HTTP request, up to the double's parsing of it (the user's
+message is written once the first delta is out, so not before).
+After first token: the SDK parsing the chunk, the agent's event, the WS frame or SSE line, the
+client parsing it. All on loopback: a real provider's network and TTFT are not in `added`. Floors
+split it: Firestore (`chats.history`, the read of a chat's history, from this process), the agent
+stack (`shared.agent.Turn` in this process against the double, with a warm chat's history: its own
+added time), a WS round trip (a binary frame, answered with an `error` event) and an HTTP one (`GET
 /health`).
 
 1. Warm: WS and SSE turns alternate (one user), after unrecorded warm-up turns.
@@ -68,7 +72,7 @@ from tests.support.openai_double import OpenAIDouble, RecordedRequest, Reply, te
 
 ANSWER = "Hello! Good to see you again."
 CHUNK_GAP = 0.01  # seconds between the model's streamed chunks (see above)
-REPLY = text(ANSWER, chunk_delay=CHUNK_GAP)  # streamed word by word: five deltas
+MODEL_TTFT = 0.05  # seconds, the double's time to first token by default (see above)
 HISTORY = [{"role": "user", "content": "bench"}, {"role": "assistant", "content": ANSWER}] * 5
 START_TIMEOUT = 60.0  # a realtime process, to its first /health
 EVENT_TIMEOUT = 30.0  # any one event, response or handshake
@@ -110,19 +114,27 @@ def stats(samples: list[Sample]) -> dict[str, float]:
 
 
 class Double(OpenAIDouble):
-    """The OpenAI double answering `REPLY` to every chat request, each remembered under its
+    """The OpenAI double answering `self.reply` to every chat request, each remembered under its
     message."""
 
-    def __init__(self) -> None:
+    def __init__(self, ttft: float) -> None:
         super().__init__()
         self.seen: dict[str, RecordedRequest] = {}
+        self.asked_twice: set[str] = set()
         self.responder = self._respond
+        # Streamed word by word: five deltas.
+        self.reply = text(ANSWER, delay=ttft, chunk_delay=CHUNK_GAP)
 
     def _respond(self, request: RecordedRequest) -> Reply:
-        self.seen[str(request.messages[-1].get("content"))] = request
-        return REPLY
+        message = str(request.messages[-1].get("content"))
+        if message in self.seen:  # a turn asked again: its sample would hide the first request
+            self.asked_twice.add(message)
+        self.seen[message] = request
+        return self.reply
 
     def sample(self, message: str, t_send: float, t_first: float) -> Sample:
+        if message in self.asked_twice:
+            raise BenchError(f"the model was asked twice for {message!r} (a stale history?)")
         request = self.seen.pop(message, None)
         if request is None or request.first_token_at is None or not t_first:
             raise BenchError(f"no model request or no delta for {message!r}")
@@ -365,7 +377,7 @@ def run(args: argparse.Namespace, stack: LocalStack, log_dir: Path) -> dict[str,
     auth = AuthEmulator(stack.client_env()["FIREBASE_AUTH_EMULATOR_HOST"], PROJECT)
     users = [auth.sign_up() for _ in range(max(args.chats))]
     firestore = next((s.process for s in stack.services if s.name == "firestore"), None)
-    double = Double()
+    double = Double(args.model_ttft / 1000)
     with double:
         env = {**stack.client_env(), "ENVIRONMENT": "development"}
         env |= {"OPENAI_API_KEY": double.api_key, "OPENAI_BASE_URL": double.url}
@@ -437,10 +449,14 @@ def main() -> int:
     add("--rounds", type=int, default=7, help="cold-start rounds (default 7)")
     add("--cold-warmup", type=int, default=1, help="unrecorded cold rounds first (default 1)")
     add("--added-ms", type=float, default=5.0, help="p50 added bound (default 5)")
+    add("--model-ttft", type=float, default=MODEL_TTFT * 1000, help="the double's, ms (50)")
     add("--ratio", type=float, default=1.5, help="bound of /health cold start x floor (1.5)")
     args = parser.parse_args()
-    if min(args.samples, args.rounds, args.seconds) <= 0 or min(args.warmup, args.cold_warmup) < 0:
-        parser.error("--samples, --rounds, --seconds must be > 0, the warm-ups >= 0")
+    if (
+        min(args.samples, args.rounds, args.seconds) <= 0
+        or min(args.warmup, args.cold_warmup, args.model_ttft) < 0
+    ):
+        parser.error("--samples, --rounds, --seconds must be > 0, the warm-ups and TTFT >= 0")
     sys.setswitchinterval(SWITCH_INTERVAL)
     began, started_at = time.monotonic(), datetime.now(UTC)
     note(f"chat: one realtime process, the OpenAI double in this one; {os.cpu_count()} cores")
@@ -469,6 +485,7 @@ def main() -> int:
         wall,
         summary,
         added_bound_ms=args.added_ms,
+        model_ttft_ms=args.model_ttft,
         ratio_bound=args.ratio,
         switch_interval_s=SWITCH_INTERVAL,
         passed={"added": fast, "cold_start": cold_ok},

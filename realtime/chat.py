@@ -9,7 +9,8 @@ socket stays open; so does a turn the model fails (`error`, then `end_of_stream`
 The user's message is stored once the phone has the first event of the answer (so that its write
 holds up neither the model's request nor that event) or when the turn ends, if that comes first; the
 answer after it (with the ids of the memories and conversations it cited, and the agent and tools it
-used). The chat's last messages are the context of the next turn. If the phone goes away mid-answer,
+used). The chat's last messages are the context of the next turn (`History`: remembered by the
+instance and confirmed while the model thinks). If the phone goes away mid-answer,
 the turn is cancelled, which closes the model's stream (no tokens are paid for nobody), and the
 partial answer is stored as such."""
 
@@ -17,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 from weakref import WeakValueDictionary
@@ -40,24 +43,45 @@ MAX_QUEUED = 10
 
 
 class _Chat:
-    """One chat in this instance: its turns run one at a time (`lock`), and `version` moves
-    whenever one begins or ends, so a history read at a version is current while it stays."""
+    """One chat in this instance: its turns run one at a time (`lock`); `version` moves whenever
+    one begins or ends, so a history read at a version is current while it stays; `remembered` is
+    the chat's last messages as this instance's last turn on it left them."""
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.version = 0
+        self.remembered: list[dict[str, str]] | None = None
 
 
-# Alive while something holds it (a turn, a socket's or a request's `History`): a new `_Chat`
-# for the same key can only come when no history of the old one is left to compare.
+# Alive while something holds it (a turn, a socket's or a request's `History`, `_recent`): a new
+# `_Chat` for the same key can only come when no history of the old one is left to compare.
 _chats: WeakValueDictionary[tuple[str, str], _Chat] = WeakValueDictionary()
+# The chats of the last turns, kept with what they remember (so that a request on the same chat
+# need not wait for a read): bounded, the least recently used go first.
+_recent: OrderedDict[tuple[str, str], _Chat] = OrderedDict()
+RECENT_CHATS = 256
+# A read started longer ago than this is a guess at the history, to be confirmed by a new one.
+FRESH_READ_SECONDS = 1.0
+
+
+def forget(uid: str, chat_id: str) -> None:
+    """The chat's messages are gone (deleted): what this instance remembers or has read is not."""
+    chat = _chats.get((uid, chat_id))
+    if chat is not None:
+        chat.remembered = None
+        chat.version += 1
 
 
 class History:
-    """A chat's last messages, the context of its next turn: read from Firestore (`prefetch()`
-    starts the read before the turn needs it) or remembered from the last turn, and read again
-    if a turn of this instance has begun or ended on the chat since. (Turns served by another
-    instance are not seen until the next read: a socket keeps its history while it is open.)"""
+    """How a turn learns the chat's last messages, its context.
+
+    A chat this instance has answered recently is remembered: the turn asks the model at once from
+    what is remembered, while a read of Firestore confirms it (`Turn.confirm`), so the read costs
+    the model's time to first token, not the client's. The read also catches turns served by
+    another instance (the phone and the web on two instances) and deleted messages: the model
+    is then asked again, from what was read. A chat not remembered waits for its read, which
+    `prefetch()` starts before the turn needs it (while the user types, or while a request
+    reserves its key). A read is redone if a turn of this instance began or ended since."""
 
     def __init__(self, uid: str, chat_id: str):
         self.uid = uid
@@ -66,37 +90,67 @@ class History:
         if chat is None:
             chat = _chats[(uid, chat_id)] = _Chat()
         self.chat = chat
-        self._messages: asyncio.Future[list[dict[str, str]]] | None = None
+        self._read: asyncio.Future[list[dict[str, str]]] | None = None
         self._version: int | None = None  # the chat's version when read; None: read mid-turn
+        self._started = 0.0
 
     def prefetch(self) -> None:
-        """Start reading, unless what is read or remembered is still current."""
-        if self._messages is None or self._version != self.chat.version:
-            self._version = None if self.chat.lock.locked() else self.chat.version
-            read = run_in_threadpool(chats.history, self.uid, self.chat_id)
-            self._messages = asyncio.ensure_future(read)
-            self._messages.add_done_callback(_retrieved)
+        """Start reading, unless a read still current is under way or done, or the chat is
+        remembered (its turn starts the read that confirms it as it asks the model)."""
+        if self.chat.remembered is None and (
+            self._read is None or self._version != self.chat.version
+        ):
+            self._start()
 
-    async def messages(self) -> list[dict[str, str]]:
-        """The chat's last messages; call it holding `chat.lock`, as a turn does."""
-        self.prefetch()
-        assert self._messages is not None
-        try:
-            return await asyncio.shield(self._messages)
-        except Exception:
-            self._messages = None  # the turn fails; the next one reads again
-            raise
+    def _start(self) -> None:
+        self.abandon()
+        self._version = None if self.chat.lock.locked() else self.chat.version
+        self._started = time.monotonic()
+        self._read = asyncio.ensure_future(run_in_threadpool(chats.history, self.uid, self.chat_id))
+        self._read.add_done_callback(_retrieved)
+
+    async def context(
+        self,
+    ) -> tuple[list[dict[str, str]], Callable[[], asyncio.Future[list[dict[str, str]]]] | None]:
+        """The chat's last messages and, if they are a guess, what starts (or has started) the
+        read that will confirm them. Call it holding `chat.lock`, as a turn does; a read serves
+        one turn."""
+        guess = self.chat.remembered
+        if guess is None:
+            self.prefetch()  # if not under way (or stale)
+            read, self._read = self._read, None
+            assert read is not None
+            guess = await asyncio.shield(read)
+            if self._fresh():
+                return guess, None
+        elif self._version != self.chat.version or not self._fresh():
+            self.abandon()  # the confirming read starts when the model is asked
+        return guess, self._confirming
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._started < FRESH_READ_SECONDS
+
+    def _confirming(self) -> asyncio.Future[list[dict[str, str]]]:
+        if self._read is None:
+            self._start()
+        read, self._read = self._read, None
+        assert read is not None
+        return read
 
     def remember(self, messages: list[dict[str, str]]) -> None:
         """What the chat holds now that this instance's turn has ended (holding the lock)."""
-        self._messages = asyncio.get_running_loop().create_future()
-        self._messages.set_result(messages[-chats.HISTORY_MESSAGES :])
-        self._version = self.chat.version
+        self.chat.remembered = messages[-chats.HISTORY_MESSAGES :]
+        key = (self.uid, self.chat_id)
+        _recent[key] = self.chat
+        _recent.move_to_end(key)
+        if len(_recent) > RECENT_CHATS:
+            _recent.popitem(last=False)
 
     def abandon(self) -> None:
         """Stop a read that no turn will use."""
-        if self._messages is not None:
-            self._messages.cancel()
+        if self._read is not None:
+            self._read.cancel()
+            self._read = None
 
 
 def _retrieved(read: asyncio.Future[Any]) -> None:
@@ -221,9 +275,19 @@ async def stored_turn(
     messages (`history`, which the turn keeps up to date). The stored answer is `turn.stored`."""
     history = history or History(uid, chat_id)
     chat = history.chat
+    context = context or []
     async with chat.lock:
-        past = await history.messages()
+        past, reading = await history.context()
         chat.version += 1  # a turn begins: histories read before it are stale
+        checks: list[asyncio.Future[Any]] = []
+
+        def confirm() -> asyncio.Future[list[dict[str, str]] | None]:
+            assert reading is not None
+            check = asyncio.ensure_future(_confirmed(reading(), past, context))
+            check.add_done_callback(_retrieved)
+            checks.append(check)
+            return check
+
         asking: asyncio.Future[Any] | None = None
 
         def ask() -> None:
@@ -232,10 +296,15 @@ async def stored_turn(
                 store = run_in_threadpool(chats.add_message, uid, chat_id, "user", text)
                 asking = asyncio.ensure_future(store)
 
-        turn = Turn(uid, text, [*(context or []), *past], on_answer=ask)
+        turn = Turn(
+            uid, text, [*context, *past], on_answer=ask, confirm=confirm if reading else None
+        )
         try:
             yield turn
         finally:
+            for check in checks:
+                check.cancel()  # if the turn ended before its model answered
+            history.abandon()  # a read the turn did not come to use
             ask()
             assert asking is not None
             try:
@@ -246,7 +315,17 @@ async def stored_turn(
                 said = [{"role": "user", "content": text}]
                 if turn.answer:
                     said.append({"role": "assistant", "content": turn.answer})
-                history.remember([*past, *said])
+                history.remember([*turn.history[len(context) :], *said])
+
+
+async def _confirmed(
+    read: asyncio.Future[list[dict[str, str]]],
+    guess: list[dict[str, str]],
+    context: list[dict[str, str]],
+) -> list[dict[str, str]] | None:
+    """`Turn.confirm` for a turn asked from `guess`: None if `read` finds it, or what to ask."""
+    fresh = await read
+    return None if fresh == guess else [*context, *fresh]
 
 
 async def _store_answer(asking: asyncio.Future[Any], uid: str, chat_id: str, turn: Turn) -> None:

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from realtime.chat import History, failure, stored_turn
+from realtime.chat import History, failure, forget, stored_turn
 from shared import chats, conversations, idempotency, llm
 from shared.auth import Access, Caller, authenticate, token_from_header
 from shared.chat_api import CHAT_ID, STREAM_MEDIA_TYPE, Message, MessageCreate
@@ -64,7 +64,8 @@ async def create_message(request: Request) -> Response:
     try:
         caller = await _caller(request)
         body = parse_json_body(await _read(request), MessageCreate)
-        # Read while the key is reserved and the conversation fetched: no turn waits for it.
+        # Read while the key is reserved and the conversation fetched (unless this instance
+        # remembers the chat: then it is confirmed while the model thinks).
         history = History(caller.uid, CHAT_ID)
         history.prefetch()
         key = request.headers.get(idempotency.HEADER)
@@ -86,7 +87,9 @@ async def create_message(request: Request) -> Response:
                     headers={"Idempotent-Replayed": "true"},
                 )
             reservation = found
-        context = await run_in_threadpool(_conversation_context, caller.uid, body.conversation_id)
+        context: list[dict[str, str]] = []
+        if body.conversation_id is not None:
+            context = await run_in_threadpool(_conversation, caller.uid, body.conversation_id)
         if not llm.configured():
             raise llm.unavailable()
     except BaseException:
@@ -117,6 +120,7 @@ async def list_messages(request: Request) -> Response:
 async def delete_messages(request: Request) -> Response:
     caller = await _caller(request)
     await run_in_threadpool(chats.delete_messages, caller.uid, CHAT_ID)
+    forget(caller.uid, CHAT_ID)
     return Response(status_code=204)
 
 
@@ -131,10 +135,8 @@ async def _read(request: Request) -> bytes:
     return raw
 
 
-def _conversation_context(uid: str, conversation_id: str | None) -> list[dict[str, str]]:
+def _conversation(uid: str, conversation_id: str) -> list[dict[str, str]]:
     """The conversation the user asks about (404 if not theirs), as context for the agent."""
-    if conversation_id is None:
-        return []
     found = conversations.get_conversation(uid, conversation_id)
     transcript = " ".join(segment.text for segment in found.transcript_segments)[:4000]
     return [

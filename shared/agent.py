@@ -15,7 +15,9 @@ imported on first use (`warm()` does that in the background once the service is 
 and the tool functions' hints name types imported inside the builders.)
 """
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
@@ -236,9 +238,22 @@ def prepared_client() -> type[Any]:
                 prepared = {"messages": messages}
                 if tools is not omit:
                     prepared["tools"] = tools
-                return await super().create(
+                gate = _response_gate.get()
+                if gate is not None:
+                    # Runs when the SDK first waits: the request is built and on its way.
+                    asyncio.get_running_loop().call_soon(gate.start)
+                response = await super().create(
                     messages=(), extra_body={**prepared, **(extra_body or {})}, **kwargs
                 )
+                if gate is not None:
+                    try:
+                        await gate.passed()
+                    except BaseException:
+                        close = getattr(response, "close", None)
+                        if close is not None:
+                            await close()  # the model stops: no tokens for a stale answer
+                        raise
+                return response
 
         class PreparedChat(AsyncChat):
             @cached_property
@@ -255,6 +270,39 @@ def prepared_client() -> type[Any]:
 
 
 _prepared: type[Any] | None = None
+
+
+class _Gate:
+    """What the model calls of a turn whose history is a guess wait for (`Turn.confirm`): the
+    check starts as the first request leaves (so that its work does not hold that request up)
+    and is passed, or raises `_Stale`, once the model's response has begun, before any of it is
+    read."""
+
+    def __init__(self, confirm: "Callable[[], asyncio.Future[list[dict[str, str]] | None]]"):
+        self._confirm = confirm
+        self._check: asyncio.Future[list[dict[str, str]] | None] | None = None
+
+    def start(self) -> None:
+        if self._check is None:
+            self._check = self._confirm()
+
+    async def passed(self) -> None:
+        self.start()
+        assert self._check is not None
+        fresh = await self._check
+        if fresh is not None:
+            raise _Stale(fresh)
+
+
+_response_gate: ContextVar[_Gate | None] = ContextVar("response_gate", default=None)
+
+
+class _Stale(Exception):
+    """The history a turn began with was not current; `history` is what to answer from."""
+
+    def __init__(self, history: list[dict[str, str]]):
+        super().__init__("the turn's history was stale")
+        self.history = history
 
 
 def warm() -> None:
@@ -285,6 +333,13 @@ class Turn:
     # Called once, when the client has the turn's first event (the model request is long gone,
     # and the first delta is not kept waiting by whatever this starts).
     on_answer: Callable[[], None] | None = None
+    # If `history` is a guess (what this instance remembers of the chat), starts finding out
+    # what it really is: a future of None if the guess was right, or of the history to answer
+    # from instead. The model is asked at once and this is called as the request leaves; nothing
+    # of the answer is read (no tool runs, no event goes out) before it is known, and a wrong
+    # guess is asked again from the right history. So a read of the history costs the model's
+    # time to first token, not the client's.
+    confirm: Callable[[], asyncio.Future[list[dict[str, str]] | None]] | None = None
 
     @property
     def suggestions(self) -> list[str]:
@@ -297,6 +352,19 @@ class Turn:
         """The turn's events, up to (not including) `end_of_stream`. Raises `llm.LLMError` if
         the model is not configured or fails; cancelling the iteration cancels the model's
         stream (no tokens are paid for nobody)."""
+        if self.confirm is None:
+            async for event in self._run(gate=None):
+                yield event
+            return
+        try:
+            async for event in self._run(_Gate(self.confirm)):
+                yield event
+        except _Stale as stale:  # raised before the model's first chunk: nothing went out
+            self.history = stale.history
+            async for event in self._run(gate=None):
+                yield event
+
+    async def _run(self, gate: _Gate | None) -> AsyncIterator[dict[str, Any]]:
         from agents import (
             AgentUpdatedStreamEvent,
             MaxTurnsExceeded,
@@ -308,12 +376,16 @@ class Turn:
         from openai.types.responses import ResponseTextDeltaEvent
 
         context = ChatContext(self.uid)
-        result = Runner.run_streamed(
-            orchestrator(),
-            input=[*self.history, {"role": "user", "content": self.message}],  # type: ignore[list-item]
-            context=context,
-            max_turns=MAX_MODEL_CALLS,
-        )
+        gated = _response_gate.set(gate)  # the run's task starts in (a copy of) this context
+        try:
+            result = Runner.run_streamed(
+                orchestrator(),
+                input=[*self.history, {"role": "user", "content": self.message}],  # type: ignore[list-item]
+                context=context,
+                max_turns=MAX_MODEL_CALLS,
+            )
+        finally:
+            _response_gate.reset(gated)
         try:
             with llm.calling("language"):
                 async for event in result.stream_events():

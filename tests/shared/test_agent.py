@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 from shared import agent, chat_tools
@@ -121,6 +122,60 @@ def test_the_prepared_client_sends_the_body_the_stock_client_sends(openai):
     assert len(stock["tools"]) == 2 and stock["stream_options"] == {"include_usage": True}
     stock.pop("messages"), prepared.pop("messages")
     assert prepared == stock
+
+
+def _guessed_turn(openai, monkeypatch, confirmed_as: list[dict] | None) -> tuple:
+    """A turn asked from a guessed history whose confirmation comes 50 ms later (while the
+    model, 300 ms to its first token, is still thinking); its events and model requests."""
+    monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai.url)
+    marker = f"guess-{uuid.uuid4().hex[:8]}"
+    # Agents of their own: a client's pooled connections belong to the event loop that made them.
+    monkeypatch.setenv("LLM_MODEL", f"model-{marker}")
+    openai.answer_marked(marker, [text("From the guess.", delay=0.3), text("From the read.")])
+    guess = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."}]
+
+    async def run() -> tuple:
+        confirm = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_later(0.05, confirm.set_result, confirmed_as)
+        turn = agent.Turn("uid", f"And now? {marker}", guess, confirm=lambda: confirm)
+        return turn, [event async for event in turn.events()]
+
+    turn, events = asyncio.run(asyncio.wait_for(run(), 10))
+    requests = [r for r in openai.chat_requests if marker in json.dumps(r.messages)]
+    openai.wait_until(lambda: all(r.outcome is not None for r in requests))
+    return turn, events, requests
+
+
+def _said(events: list[dict]) -> str:
+    return "".join(e["delta"] for e in events if e["type"] == "raw_response_event")
+
+
+def test_a_turn_whose_guessed_history_is_confirmed_asks_the_model_once(openai, monkeypatch):
+    turn, events, requests = _guessed_turn(openai, monkeypatch, confirmed_as=None)
+    assert _said(events) == turn.answer == "From the guess."
+    assert [r.outcome for r in requests] == ["completed"]
+    assert [m["content"] for m in requests[0].messages[1:3]] == ["Hello", "Hi."]
+
+
+def test_a_turn_whose_guessed_history_was_stale_is_asked_again_before_anything_goes_out(
+    openai, monkeypatch
+):
+    """The stale request is closed before its first token (no tool ran, nothing was sent, no
+    token is paid for it), and the answer comes from the history that was read."""
+    read = [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "Asked on the web"},
+        {"role": "assistant", "content": "Answered there."},
+    ]
+    turn, events, requests = _guessed_turn(openai, monkeypatch, confirmed_as=read)
+    assert _said(events) == turn.answer == "From the read."
+    assert turn.history == read and turn.complete and turn.usage["requests"] == 1
+    assert [r.outcome for r in requests] == ["disconnected", "completed"]
+    assert requests[0].chunks_sent == 0
+    asked = [m["content"] for m in requests[1].messages if m["role"] != "system"]
+    assert asked == [m["content"] for m in read] + [requests[1].messages[-1]["content"]]
 
 
 def test_the_tool_budget_refuses_calls_past_ten():
