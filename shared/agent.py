@@ -352,12 +352,8 @@ class Turn:
         """The turn's events, up to (not including) `end_of_stream`. Raises `llm.LLMError` if
         the model is not configured or fails; cancelling the iteration cancels the model's
         stream (no tokens are paid for nobody)."""
-        if self.confirm is None:
-            async for event in self._run(gate=None):
-                yield event
-            return
         try:
-            async for event in self._run(_Gate(self.confirm)):
+            async for event in self._run(None if self.confirm is None else _Gate(self.confirm)):
                 yield event
         except _Stale as stale:  # raised before the model's first chunk: nothing went out
             self.history = stale.history
