@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 from weakref import WeakValueDictionary
 
@@ -51,6 +52,7 @@ class _Chat:
         self.lock = asyncio.Lock()
         self.version = 0
         self.remembered: list[dict[str, str]] | None = None
+        self.written: datetime | None = None  # when the last message remembered was stored
 
 
 # Alive while something holds it (a turn, a socket's or a request's `History`, `_recent`): a new
@@ -60,6 +62,8 @@ _chats: WeakValueDictionary[tuple[str, str], _Chat] = WeakValueDictionary()
 # need not wait for a read): bounded, the least recently used go first.
 _recent: OrderedDict[tuple[str, str], _Chat] = OrderedDict()
 RECENT_CHATS = 256
+# Starts checking a guessed history: a future of None if it is current, else of what was read.
+Check = Callable[[], "asyncio.Future[list[dict[str, str]] | None]"]
 # A read started longer ago than this is a guess at the history, to be confirmed by a new one.
 FRESH_READ_SECONDS = 1.0
 
@@ -68,7 +72,7 @@ def forget(uid: str, chat_id: str) -> None:
     """The chat's messages are gone (deleted): what this instance remembers or has read is not."""
     chat = _chats.get((uid, chat_id))
     if chat is not None:
-        chat.remembered = None
+        chat.remembered = chat.written = None
         chat.version += 1
 
 
@@ -76,10 +80,12 @@ class History:
     """How a turn learns the chat's last messages, its context.
 
     A chat this instance has answered recently is remembered: the turn asks the model at once from
-    what is remembered, while a read of Firestore confirms it (`Turn.confirm`), so the read costs
-    the model's time to first token, not the client's. The read also catches turns served by
-    another instance (the phone and the web on two instances) and deleted messages: the model
-    is then asked again, from what was read. A chat not remembered waits for its read, which
+    what is remembered, while Firestore confirms it (`Turn.confirm`), so the check costs the
+    model's time to first token, not the client's. The check reads when the chat's last message
+    was stored and, only if that is not the last one remembered, the messages. So it catches
+    turns served by another instance (the phone and the web on two instances) and deleted
+    messages: the model is then asked again, from what was read. A chat not remembered waits for
+    its read, which
     `prefetch()` starts before the turn needs it (while the user types, or while a request
     reserves its key). A read is redone if a turn of this instance began or ended since."""
 
@@ -109,13 +115,11 @@ class History:
         self._read = asyncio.ensure_future(run_in_threadpool(chats.history, self.uid, self.chat_id))
         self._read.add_done_callback(_retrieved)
 
-    async def context(
-        self,
-    ) -> tuple[list[dict[str, str]], Callable[[], asyncio.Future[list[dict[str, str]]]] | None]:
-        """The chat's last messages and, if they are a guess, what starts (or has started) the
-        read that will confirm them. Call it holding `chat.lock`, as a turn does; a read serves
-        one turn."""
-        guess = self.chat.remembered
+    async def context(self) -> tuple[list[dict[str, str]], Check | None]:
+        """The chat's last messages and, if they are a guess, what starts checking them: a
+        future of None if they are current, or of the messages as read. Call it holding
+        `chat.lock`, as a turn does; a read serves one turn."""
+        guess, written = self.chat.remembered, self.chat.written
         if guess is None:
             self.prefetch()  # if not under way (or stale)
             read, self._read = self._read, None
@@ -124,22 +128,38 @@ class History:
             if self._fresh():
                 return guess, None
         elif self._version != self.chat.version or not self._fresh():
-            self.abandon()  # the confirming read starts when the model is asked
-        return guess, self._confirming
+            self.abandon()  # the check starts when the model is asked
+        checked = guess
 
-    def _fresh(self) -> bool:
-        return time.monotonic() - self._started < FRESH_READ_SECONDS
+        def check() -> asyncio.Future[list[dict[str, str]] | None]:  # a `Check`
+            future = asyncio.ensure_future(self._check(checked, written))
+            future.add_done_callback(_retrieved)
+            return future
 
-    def _confirming(self) -> asyncio.Future[list[dict[str, str]]]:
+        return guess, check
+
+    async def _check(
+        self, guess: list[dict[str, str]], written: datetime | None
+    ) -> list[dict[str, str]] | None:
+        if written is not None and self._read is None:  # else a read is already under way
+            last = await run_in_threadpool(chats.last_written, self.uid, self.chat_id)
+            if last == written:
+                return None
         if self._read is None:
             self._start()
         read, self._read = self._read, None
         assert read is not None
-        return read
+        fresh = await read
+        return None if fresh == guess else fresh
 
-    def remember(self, messages: list[dict[str, str]]) -> None:
-        """What the chat holds now that this instance's turn has ended (holding the lock)."""
+    def _fresh(self) -> bool:
+        return time.monotonic() - self._started < FRESH_READ_SECONDS
+
+    def remember(self, messages: list[dict[str, str]], written: datetime | None) -> None:
+        """What the chat holds now that this instance's turn has ended (holding the lock), and
+        when the last of it was stored (None if not known: the next turn reads it all)."""
         self.chat.remembered = messages[-chats.HISTORY_MESSAGES :]
+        self.chat.written = written
         key = (self.uid, self.chat_id)
         _recent[key] = self.chat
         _recent.move_to_end(key)
@@ -277,16 +297,15 @@ async def stored_turn(
     chat = history.chat
     context = context or []
     async with chat.lock:
-        past, reading = await history.context()
+        past, check = await history.context()
         chat.version += 1  # a turn begins: histories read before it are stale
         checks: list[asyncio.Future[Any]] = []
 
         def confirm() -> asyncio.Future[list[dict[str, str]] | None]:
-            assert reading is not None
-            check = asyncio.ensure_future(_confirmed(reading(), past, context))
-            check.add_done_callback(_retrieved)
-            checks.append(check)
-            return check
+            assert check is not None
+            checking = asyncio.ensure_future(_with_context(check(), context))
+            checks.append(checking)
+            return checking
 
         asking: asyncio.Future[Any] | None = None
 
@@ -296,14 +315,12 @@ async def stored_turn(
                 store = run_in_threadpool(chats.add_message, uid, chat_id, "user", text)
                 asking = asyncio.ensure_future(store)
 
-        turn = Turn(
-            uid, text, [*context, *past], on_answer=ask, confirm=confirm if reading else None
-        )
+        turn = Turn(uid, text, [*context, *past], on_answer=ask, confirm=confirm if check else None)
         try:
             yield turn
         finally:
-            for check in checks:
-                check.cancel()  # if the turn ended before its model answered
+            for checking in checks:
+                checking.cancel()  # if the turn ended before its model answered
             history.abandon()  # a read the turn did not come to use
             ask()
             assert asking is not None
@@ -315,17 +332,24 @@ async def stored_turn(
                 said = [{"role": "user", "content": text}]
                 if turn.answer:
                     said.append({"role": "assistant", "content": turn.answer})
-                history.remember([*turn.history[len(context) :], *said])
+                history.remember([*turn.history[len(context) :], *said], _written(asking, turn))
 
 
-async def _confirmed(
-    read: asyncio.Future[list[dict[str, str]]],
-    guess: list[dict[str, str]],
-    context: list[dict[str, str]],
+def _written(asking: asyncio.Future[Any], turn: Turn) -> datetime | None:
+    """When the turn's last message was stored (None if it was not)."""
+    if turn.answer:
+        return turn.stored["created_at"] if turn.stored else None
+    if asking.done() and not asking.cancelled() and asking.exception() is None:
+        return asking.result()["created_at"]
+    return None
+
+
+async def _with_context(
+    checking: asyncio.Future[list[dict[str, str]] | None], context: list[dict[str, str]]
 ) -> list[dict[str, str]] | None:
-    """`Turn.confirm` for a turn asked from `guess`: None if `read` finds it, or what to ask."""
-    fresh = await read
-    return None if fresh == guess else [*context, *fresh]
+    """`Turn.confirm` from a history check: None, or the history as read after `context`."""
+    fresh = await checking
+    return None if fresh is None else [*context, *fresh]
 
 
 async def _store_answer(asking: asyncio.Future[Any], uid: str, chat_id: str, turn: Turn) -> None:

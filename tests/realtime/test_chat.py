@@ -6,11 +6,11 @@ request left over from an earlier test cannot take its replies.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from contextlib import suppress
-from datetime import UTC, datetime
 
 from google.cloud.firestore import FieldFilter
 from websockets.exceptions import ConnectionClosed
@@ -202,12 +202,12 @@ def test_a_turn_on_another_socket_of_the_chat_is_in_the_next_context(stack, user
     assert len(seen) == 3  # what the instance remembered was confirmed: nothing asked twice
 
 
-def _said_elsewhere(firestore, uid: str, chat_id: str, *texts: str) -> None:
-    """Messages stored as another instance of the service stores them (user, then assistant)."""
-    messages = firestore.collection(f"users/{uid}/chats/{chat_id}/messages")
+def _said_elsewhere(uid: str, chat_id: str, *texts: str) -> None:
+    """Messages stored by another instance of the service (user, then assistant)."""
+    from shared import chats
+
     for i, said in enumerate(texts):
-        role = "user" if i % 2 == 0 else "assistant"
-        messages.add({"role": role, "text": said, "created_at": datetime.now(UTC)})
+        chats.add_message(uid, chat_id, "user" if i % 2 == 0 else "assistant", said)
 
 
 def _changed_between_turns(stack, user, openai, change) -> tuple[str, str, list, list[dict]]:
@@ -233,7 +233,7 @@ def test_a_turn_served_by_another_instance_is_in_the_next_context(stack, user, f
         stack,
         user,
         openai,
-        lambda chat_id: _said_elsewhere(firestore, user.uid, chat_id, "On the web", "Web."),
+        lambda chat_id: _said_elsewhere(user.uid, chat_id, "On the web", "Web."),
     )
     assert "".join(e["delta"] for e in events if e["type"] == "raw_response_event") == "Two."
     contents = [m["content"] for m in seen[-1]["messages"] if m["role"] != "system"]
@@ -253,6 +253,38 @@ def test_messages_deleted_elsewhere_are_not_in_the_next_context(stack, user, fir
     marker, _, seen, _ = _changed_between_turns(stack, user, openai, delete)
     contents = [m["content"] for m in seen[-1]["messages"] if m["role"] != "system"]
     assert contents == [f"Then {marker}"]
+
+
+def test_a_remembered_history_is_checked_by_when_the_chat_was_last_written(stack, monkeypatch):
+    """In process: the check reads the chat's messages only when its last write is not the one
+    remembered (Firestore's timestamp compares equal to the one the service stored)."""
+    from realtime.chat import History
+    from shared import chats
+
+    uid, chat_id = f"history-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    hello = chats.add_message(uid, chat_id, "user", "Hello")
+    reads: list[tuple] = []
+    read = chats.history
+    monkeypatch.setattr(chats, "history", lambda *key: reads.append(key) or read(*key))
+
+    async def checks() -> tuple:
+        history = History(uid, chat_id)
+        history.remember([{"role": "user", "content": "Hello"}], hello["created_at"])
+        _, check = await history.context()
+        assert check is not None
+        unchanged = await check()
+        chats.add_message(uid, chat_id, "assistant", "Said elsewhere.")
+        _, check = await History(uid, chat_id).context()
+        assert check is not None
+        return unchanged, await check()
+
+    unchanged, changed = asyncio.run(asyncio.wait_for(checks(), 10))
+    assert unchanged is None
+    assert changed == [
+        {"role": "user", "content": "Hello"},
+        {"role": "assistant", "content": "Said elsewhere."},
+    ]
+    assert reads == [(uid, chat_id)]  # only for the change
 
 
 def test_token_usage_is_recorded_per_user_and_model(stack, user, firestore, openai):
