@@ -85,9 +85,9 @@ class History:
     was stored and, only if that is not the last one remembered, the messages. So it catches
     turns served by another instance (the phone and the web on two instances) and deleted
     messages: the model is then asked again, from what was read. A chat not remembered waits for
-    its read, which
-    `prefetch()` starts before the turn needs it (while the user types, or while a request
-    reserves its key). A read is redone if a turn of this instance began or ended since."""
+    its read, which `prefetch()` starts before the turn needs it (while the user types, or while
+    a request reserves its key). A read is redone if a turn of this instance began or ended
+    since."""
 
     def __init__(self, uid: str, chat_id: str):
         self.uid = uid

@@ -278,7 +278,7 @@ class _Gate:
     and is passed, or raises `_Stale`, once the model's response has begun, before any of it is
     read."""
 
-    def __init__(self, confirm: "Callable[[], asyncio.Future[list[dict[str, str]] | None]]"):
+    def __init__(self, confirm: Callable[[], asyncio.Future[list[dict[str, str]] | None]]):
         self._confirm = confirm
         self._check: asyncio.Future[list[dict[str, str]] | None] | None = None
 
