@@ -1,26 +1,38 @@
 """The chat agent: an orchestrator that hands off to specialists, streaming as it goes.
 
-Built on the `openai-agents` SDK (the ODAI reference's choice) with its chat-completions model,
-so any OpenAI-compatible endpoint works (`OPENAI_BASE_URL`); tracing is off (it would send every
-turn to OpenAI). The SDK runs the loop (model -> tool calls -> model, handoffs) inside ONE
-streamed turn: the model decides to call a tool, there is no extra round trip before the first
-token. A specialist is a `Specialist` in `SPECIALISTS`: the Google and finance agents plug in the
-same way, with their tools.
+A small loop over the `openai` SDK's streamed chat completions, so any OpenAI-compatible
+endpoint works (`OPENAI_BASE_URL`). A turn is one run of the loop: the model streams its answer;
+if it calls tools they run (at most `chat_tools.MAX_TOOL_CALLS` a turn, each within its time
+limit) and the model is asked again with their outputs; a call to `transfer_to_<specialist>`
+hands the conversation to that specialist (its instructions and tools). The model decides all
+of that within the one streamed turn: there is no extra round trip before the first token. A
+specialist is a `Specialist` in `SPECIALISTS`; the Google and finance agents plug in the same
+way, with their tools.
+
+Why not the `openai-agents` SDK, the ODAI reference's choice and this module's first version:
+the chat's budget is 5 ms added to the model's time to first token, and the SDK's runner took
+1.3 ms of it per turn. A turn in process against the OpenAI double, from the call to the
+first delta less the double's own time to first token, took 3.4 ms on the SDK and takes 2.0 ms
+on this loop (`bench/chat`'s agent floor, likewise: 4.7-4.9 ms then, 2.4 ms now). The runner
+builds per run what a turn here never needs (an agent identity map, twice; a sandbox session
+manager; a Responses-API event for every chunk), and the SDK took 1.2 s to import. What the chat
+used of it (tools with JSON-schema arguments and time limits, handoffs, streaming, usage) is
+what this module is.
 
 `Turn.events()` yields the events of API.md ("Chat") in order; after it ends, `Turn` holds the
-answer, the sources it cited and the token usage. The SDK costs about 2 s to import, so it is
-imported on first use (`warm()` does that in the background once the service is ready).
-
-(No `from __future__ import annotations` here: the SDK reads the tools' type hints at runtime,
-and the tool functions' hints name types imported inside the builders.)
+answer, the sources it cited and the token usage.
 """
 
+from __future__ import annotations
+
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextvars import ContextVar
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
 
 from shared import chat_tools, llm
 from shared.chat_tools import ChatContext, Citation
@@ -37,6 +49,23 @@ CITE = (
     "sentence as [n]. Never invent items or numbers."
 )
 
+History = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: its arguments are validated against `arguments` (whose
+    JSON schema the model is given) and `run` answers in the `ToolResponse` shape."""
+
+    name: str
+    description: str
+    arguments: type[BaseModel]
+    run: Callable[[ChatContext, str, Any], Awaitable[dict[str, Any]]]  # context, agent, args
+    timeout_seconds: float = chat_tools.TOOL_TIMEOUT_SECONDS
+
+    def definition(self) -> dict[str, Any]:
+        return _function(self.name, self.description, _parameters(self.arguments))
+
 
 @dataclass(frozen=True)
 class Specialist:
@@ -45,78 +74,112 @@ class Specialist:
     name: str
     handoff_description: str
     instructions: str
-    tools: Callable[[], list[Any]]  # built on first use (the SDK is imported lazily)
+    tools: tuple[Tool, ...]
     suggestions: tuple[str, ...]
 
 
-def _recall_tools() -> list[Any]:
-    from agents import RunContextWrapper, function_tool
+class Agent:
+    """Instructions, tools and the agents this one can hand off to, with their definitions as
+    the model is sent them (built once)."""
 
-    timeout = chat_tools.TOOL_TIMEOUT_SECONDS
+    def __init__(
+        self,
+        name: str,
+        instructions: str | Callable[[], str],
+        tools: tuple[Tool, ...] = (),
+        handoffs: tuple[tuple[Agent, str], ...] = (),  # (agent, when to hand off to it)
+    ):
+        self.name = name
+        self._instructions = instructions
+        self.tools = {tool.name: tool for tool in tools}
+        self.handoffs = {_handoff_name(target.name): target for target, _ in handoffs}
+        self.definitions = [tool.definition() for tool in tools] + [
+            _function(
+                _handoff_name(target.name),
+                f"Hand off to the {target.name} agent to handle the request. {description}",
+                {"type": "object", "properties": {}, "required": [], "additionalProperties": False},
+            )
+            for target, description in handoffs
+        ]
 
-    @function_tool(timeout=timeout)
-    async def search_memories(ctx: RunContextWrapper[ChatContext], query: str, limit: int) -> dict:
-        """Search the user's memories (durable facts about them) for a query.
-
-        Args:
-            query: Words or a question about the user.
-            limit: How many memories to return, 1 to 20.
-        """
-        if not ctx.context.take_call():
-            return chat_tools.budget_spent("Recall")
-        return await chat_tools.search_memories(ctx.context, "Recall", query, limit)
-
-    @function_tool(timeout=timeout)
-    async def conversations_between(
-        ctx: RunContextWrapper[ChatContext], start_date: str, end_date: str
-    ) -> dict:
-        """The user's conversations that started between two dates, inclusive.
-
-        Args:
-            start_date: First day, YYYY-MM-DD.
-            end_date: Last day, YYYY-MM-DD.
-        """
-        if not ctx.context.take_call():
-            return chat_tools.budget_spent("Recall")
-        try:
-            start = datetime.combine(date.fromisoformat(start_date), time.min, UTC)
-            end = datetime.combine(date.fromisoformat(end_date), time.max, UTC)
-        except ValueError:
-            return _tool_error("Recall", "dates must be YYYY-MM-DD")
-        return await chat_tools.conversations_between(ctx.context, "Recall", start, end)
-
-    @function_tool(timeout=timeout)
-    async def conversations_about(ctx: RunContextWrapper[ChatContext], topic: str) -> dict:
-        """The user's conversations closest to a topic.
-
-        Args:
-            topic: What the conversations were about.
-        """
-        if not ctx.context.take_call():
-            return chat_tools.budget_spent("Recall")
-        return await chat_tools.conversations_about(ctx.context, "Recall", topic)
-
-    return [search_memories, conversations_between, conversations_about]
+    @property
+    def instructions(self) -> str:
+        given = self._instructions
+        return given if isinstance(given, str) else given()
 
 
-def _task_tools() -> list[Any]:
-    from agents import RunContextWrapper, function_tool
+def _handoff_name(agent: str) -> str:
+    return "transfer_to_" + agent.lower().replace(" ", "_")
 
-    @function_tool(timeout=chat_tools.TOOL_TIMEOUT_SECONDS)
-    async def list_action_items(
-        ctx: RunContextWrapper[ChatContext], status: Literal["pending", "completed", "all"]
-    ) -> dict:
-        """The user's action items (things they committed to do).
 
-        Args:
-            status: pending, completed, or all.
-        """
-        if not ctx.context.take_call():
-            return chat_tools.budget_spent("Tasks")
-        wanted = None if status == "all" else status
-        return await chat_tools.list_action_items(ctx.context, "Tasks", wanted)
+def _function(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": parameters,
+            "strict": True,
+        },
+    }
 
-    return [list_action_items]
+
+def _parameters(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema in the strict form the model is held to: every property required,
+    no others."""
+    schema = model.model_json_schema()
+    properties = {
+        name: {key: value for key, value in spec.items() if key != "title"}
+        for name, spec in schema.get("properties", {}).items()
+    }
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }
+
+
+class _MemorySearch(BaseModel):
+    query: str = Field(description="Words or a question about the user.")
+    limit: int = Field(description="How many memories to return, 1 to 20.")
+
+
+class _DateRange(BaseModel):
+    start_date: str = Field(description="First day, YYYY-MM-DD.")
+    end_date: str = Field(description="Last day, YYYY-MM-DD.")
+
+
+class _Topic(BaseModel):
+    topic: str = Field(description="What the conversations were about.")
+
+
+class _Status(BaseModel):
+    status: Literal["pending", "completed", "all"] = Field(
+        description="pending, completed, or all."
+    )
+
+
+async def _search_memories(context: ChatContext, agent: str, args: _MemorySearch) -> dict:
+    return await chat_tools.search_memories(context, agent, args.query, args.limit)
+
+
+async def _conversations_between(context: ChatContext, agent: str, args: _DateRange) -> dict:
+    try:
+        start = datetime.combine(date.fromisoformat(args.start_date), time.min, UTC)
+        end = datetime.combine(date.fromisoformat(args.end_date), time.max, UTC)
+    except ValueError:
+        return _tool_error(agent, "dates must be YYYY-MM-DD")
+    return await chat_tools.conversations_between(context, agent, start, end)
+
+
+async def _conversations_about(context: ChatContext, agent: str, args: _Topic) -> dict:
+    return await chat_tools.conversations_about(context, agent, args.topic)
+
+
+async def _list_action_items(context: ChatContext, agent: str, args: _Status) -> dict:
+    wanted = None if args.status == "all" else args.status
+    return await chat_tools.list_action_items(context, agent, wanted)
 
 
 SPECIALISTS: list[Specialist] = [
@@ -126,7 +189,26 @@ SPECIALISTS: list[Specialist] = [
         "past conversations.",
         instructions="You answer questions about the user's past from their memories and "
         f"conversations. Look things up with your tools before answering. {CITE}",
-        tools=_recall_tools,
+        tools=(
+            Tool(
+                "search_memories",
+                "Search the user's memories (durable facts about them) for a query.",
+                _MemorySearch,
+                _search_memories,
+            ),
+            Tool(
+                "conversations_between",
+                "The user's conversations that started between two dates, inclusive.",
+                _DateRange,
+                _conversations_between,
+            ),
+            Tool(
+                "conversations_about",
+                "The user's conversations closest to a topic.",
+                _Topic,
+                _conversations_about,
+            ),
+        ),
         suggestions=(
             "What else do you remember about that?",
             "What did I talk about yesterday?",
@@ -138,7 +220,14 @@ SPECIALISTS: list[Specialist] = [
         handoff_description="The user's action items: what they promised or need to do.",
         instructions="You answer questions about the user's action items. Look them up with "
         f"your tool before answering. {CITE}",
-        tools=_task_tools,
+        tools=(
+            Tool(
+                "list_action_items",
+                "The user's action items (things they committed to do).",
+                _Status,
+                _list_action_items,
+            ),
+        ),
         suggestions=(
             "What is due this week?",
             "What did I finish recently?",
@@ -153,7 +242,7 @@ DEFAULT_SUGGESTIONS = (
 )
 
 
-def _orchestrator_instructions(ctx: Any, agent: Any) -> str:
+def _orchestrator_instructions() -> str:
     today = datetime.now(UTC).strftime("%A %Y-%m-%d")
     return (
         f"You are {ORCHESTRATOR}, the user's companion; you know their conversations, memories "
@@ -163,66 +252,58 @@ def _orchestrator_instructions(ctx: Any, agent: Any) -> str:
     )
 
 
+def orchestrator() -> Agent:
+    """The orchestrator with its specialists."""
+    return _orchestrator
+
+
+_orchestrator = Agent(
+    ORCHESTRATOR,
+    _orchestrator_instructions,
+    handoffs=tuple(
+        (Agent(spec.name, spec.instructions, spec.tools), spec.handoff_description)
+        for spec in SPECIALISTS
+    ),
+)
+
+
 @dataclass
-class _Agents:
+class _Model:
     key: tuple[Any, ...]
-    orchestrator: Any
+    client: Any  # AsyncOpenAI (imported on first use: about 0.6 s)
+    name: str
 
 
-_built: _Agents | None = None
+_built: _Model | None = None
 
 
-def orchestrator() -> Any:
-    """The orchestrator with its specialists, built once per settings."""
+def _model() -> _Model:
+    """The model's client, built once per settings."""
     global _built
     settings = get_settings()
     if settings.openai_api_key is None:
         raise llm.LLMError("the language model is not configured (OPENAI_API_KEY)", retryable=False)
     key = (settings.openai_api_key, settings.openai_base_url, settings.llm_model)
     if _built is None or _built.key != key:
-        from agents import Agent, ModelSettings, OpenAIChatCompletionsModel, set_tracing_disabled
-
-        set_tracing_disabled(True)
         client = prepared_client()(
             api_key=settings.openai_api_key,
             base_url=settings.openai_base_url,
             timeout=settings.llm_timeout_seconds,
             max_retries=0,
         )
-        model = OpenAIChatCompletionsModel(model=settings.llm_model, openai_client=client)
-        model_settings = ModelSettings(include_usage=True)
-        specialists = [
-            Agent[ChatContext](
-                name=spec.name,
-                handoff_description=spec.handoff_description,
-                instructions=spec.instructions,
-                tools=spec.tools(),
-                model=model,
-                model_settings=model_settings,
-            )
-            for spec in SPECIALISTS
-        ]
-        main = Agent[ChatContext](
-            name=ORCHESTRATOR,
-            instructions=_orchestrator_instructions,
-            handoffs=list(specialists),
-            model=model,
-            model_settings=model_settings,
-        )
-        _built = _Agents(key, main)
-    return _built.orchestrator
+        _built = _Model(key, client, settings.llm_model)
+    return _built
 
 
 def prepared_client() -> type[Any]:
     """An `AsyncOpenAI` whose `chat.completions.create()` sends `messages` and `tools` as they
     are given, without the SDK's per-request transform of them.
 
-    The agents SDK hands over messages and tools already converted to plain JSON; the transform
-    walks them against the params' type hints to rename keys and encode files, which for that
-    JSON changes nothing and costs about 1.5 ms per model call, before the request leaves (the
-    chat's time to first token). They go in `extra_body`, which the SDK merges into the JSON
-    body as is; the rest of the call is the SDK's own. `tests/shared/test_agent.py` holds the
-    two bodies equal."""
+    The messages and tools here are plain JSON already; the transform walks them against the
+    params' type hints to rename keys and encode files, which for that JSON changes nothing and
+    costs about 1.5 ms per model call, before the request leaves (the chat's time to first
+    token). They go in `extra_body`, which the SDK merges into the JSON body as is; the rest of
+    the call is the SDK's own. `tests/shared/test_agent.py` holds the two bodies equal."""
     global _prepared
     if _prepared is None:
         from functools import cached_property
@@ -238,22 +319,9 @@ def prepared_client() -> type[Any]:
                 prepared = {"messages": messages}
                 if tools is not omit:
                     prepared["tools"] = tools
-                gate = _response_gate.get()
-                if gate is not None:
-                    # Runs when the SDK first waits: the request is built and on its way.
-                    asyncio.get_running_loop().call_soon(gate.start)
-                response = await super().create(
+                return await super().create(
                     messages=(), extra_body={**prepared, **(extra_body or {})}, **kwargs
                 )
-                if gate is not None:
-                    try:
-                        await gate.passed()
-                    except BaseException:
-                        close = getattr(response, "close", None)
-                        if close is not None:
-                            await close()  # the model stops: no tokens for a stale answer
-                        raise
-                return response
 
         class PreparedChat(AsyncChat):
             @cached_property
@@ -273,14 +341,14 @@ _prepared: type[Any] | None = None
 
 
 class _Gate:
-    """What the model calls of a turn whose history is a guess wait for (`Turn.confirm`): the
-    check starts as the first request leaves (so that its work does not hold that request up)
-    and is passed, or raises `_Stale`, once the model's response has begun, before any of it is
+    """What the first model call of a turn whose history is a guess waits for (`Turn.confirm`):
+    the check starts as the request leaves (so that its work does not hold that request up) and
+    is passed, or raises `_Stale`, once the model's response has begun, before any of it is
     read."""
 
-    def __init__(self, confirm: Callable[[], asyncio.Future[list[dict[str, str]] | None]]):
+    def __init__(self, confirm: Callable[[], asyncio.Future[History | None]]):
         self._confirm = confirm
-        self._check: asyncio.Future[list[dict[str, str]] | None] | None = None
+        self._check: asyncio.Future[History | None] | None = None
 
     def start(self) -> None:
         if self._check is None:
@@ -294,26 +362,32 @@ class _Gate:
             raise _Stale(fresh)
 
 
-_response_gate: ContextVar[_Gate | None] = ContextVar("response_gate", default=None)
-
-
 class _Stale(Exception):
     """The history a turn began with was not current; `history` is what to answer from."""
 
-    def __init__(self, history: list[dict[str, str]]):
+    def __init__(self, history: History):
         super().__init__("the turn's history was stale")
         self.history = history
 
 
 def warm() -> None:
-    """Import the SDK and build the agents now, so the first chat does not wait for it."""
+    """Import the model's SDK and build its client now, so the first chat does not wait."""
     try:
         if llm.configured():
-            orchestrator()
+            _model()
         else:
-            import agents  # noqa: F401
+            import openai  # noqa: F401
     except Exception:
         log.exception("warming the agent stack failed (the first chat will try again)")
+
+
+@dataclass
+class _Call:
+    """A tool call as the model streams it: the name and arguments come in fragments."""
+
+    id: str = ""
+    name: str = ""
+    arguments: str = ""
 
 
 @dataclass
@@ -322,7 +396,7 @@ class Turn:
 
     uid: str
     message: str
-    history: list[dict[str, str]]
+    history: History
     answer: str = ""
     agent: str = ORCHESTRATOR
     tools: list[str] = field(default_factory=list)
@@ -339,7 +413,8 @@ class Turn:
     # of the answer is read (no tool runs, no event goes out) before it is known, and a wrong
     # guess is asked again from the right history. So a read of the history costs the model's
     # time to first token, not the client's.
-    confirm: Callable[[], asyncio.Future[list[dict[str, str]] | None]] | None = None
+    confirm: Callable[[], asyncio.Future[History | None]] | None = None
+    start: Agent = field(default_factory=orchestrator)  # the agent that takes the message
 
     @property
     def suggestions(self) -> list[str]:
@@ -350,75 +425,112 @@ class Turn:
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         """The turn's events, up to (not including) `end_of_stream`. Raises `llm.LLMError` if
-        the model is not configured or fails; cancelling the iteration cancels the model's
+        the model is not configured or fails; cancelling the iteration closes the model's
         stream (no tokens are paid for nobody)."""
+        gate = None if self.confirm is None else _Gate(self.confirm)
         try:
-            async for event in self._run(None if self.confirm is None else _Gate(self.confirm)):
+            async for event in self._run(gate):
                 yield event
+                self._answering()
         except _Stale as stale:  # raised before the model's first chunk: nothing went out
             self.history = stale.history
             async for event in self._run(gate=None):
                 yield event
+                self._answering()
 
     async def _run(self, gate: _Gate | None) -> AsyncIterator[dict[str, Any]]:
-        from agents import (
-            AgentUpdatedStreamEvent,
-            MaxTurnsExceeded,
-            ModelBehaviorError,
-            RawResponsesStreamEvent,
-            RunItemStreamEvent,
-            Runner,
-        )
-        from openai.types.responses import ResponseTextDeltaEvent
-
+        model = _model()
+        agent = self.start
+        self.agent = agent.name
         context = ChatContext(self.uid)
-        gated = _response_gate.set(gate)  # the run's task starts in (a copy of) this context
-        try:
-            result = Runner.run_streamed(
-                orchestrator(),
-                input=[*self.history, {"role": "user", "content": self.message}],  # type: ignore[list-item]
-                context=context,
-                max_turns=MAX_MODEL_CALLS,
-            )
-        finally:
-            _response_gate.reset(gated)
-        try:
-            with llm.calling("language"):
-                async for event in result.stream_events():
-                    if isinstance(event, RawResponsesStreamEvent):
-                        if isinstance(event.data, ResponseTextDeltaEvent) and event.data.delta:
-                            self.answer += event.data.delta
-                            yield self._event("raw_response_event", delta=event.data.delta)
-                            self._answering()
-                    elif isinstance(event, AgentUpdatedStreamEvent):
-                        if event.new_agent.name != self.agent:
-                            previous, self.agent = self.agent, event.new_agent.name
-                            yield {
-                                "type": "agent_updated",
-                                "new_agent": self.agent,
-                                "current_agent": previous,
-                            }
-                            self._answering()
-                    elif isinstance(event, RunItemStreamEvent):
-                        mapped = self._item(event)
-                        if mapped is not None:
-                            yield mapped
-                            self._answering()
-        except MaxTurnsExceeded as error:
-            raise llm.LLMError("the agent took too many steps for one message") from error
-        except ModelBehaviorError as error:  # e.g. a call to a tool that does not exist
-            raise llm.LLMError(f"the language model misbehaved ({error.message})") from error
-        finally:
-            if not result.is_complete:
-                result.cancel()
-        self.citations = context.cited(self.answer)
-        usage = result.context_wrapper.usage
-        self.usage = {
-            "requests": usage.requests,
-            "input_tokens": usage.input_tokens,
-            "output_tokens": usage.output_tokens,
-        }
-        self.complete = True
+        conversation: list[dict[str, Any]] = [
+            *self.history,
+            {"role": "user", "content": self.message},
+        ]
+        usage = {"requests": 0, "input_tokens": 0, "output_tokens": 0}
+        with llm.calling("language"):
+            for _ in range(MAX_MODEL_CALLS):
+                stream = await self._ask(model, agent, conversation, gate)
+                gate = None
+                usage["requests"] += 1
+                said, calls = "", dict[int, _Call]()
+                async with stream:
+                    async for chunk in stream:
+                        if chunk.usage is not None:
+                            usage["input_tokens"] += chunk.usage.prompt_tokens
+                            usage["output_tokens"] += chunk.usage.completion_tokens
+                        if not chunk.choices:
+                            continue
+                        delta = chunk.choices[0].delta
+                        text = delta.content or delta.refusal
+                        if text:
+                            said += text
+                            self.answer += text
+                            yield self._event("raw_response_event", delta=text)
+                        for fragment in delta.tool_calls or ():
+                            call = calls.setdefault(fragment.index, _Call())
+                            call.id = call.id or fragment.id or ""
+                            if fragment.function is not None:
+                                call.name += fragment.function.name or ""
+                                call.arguments += fragment.function.arguments or ""
+                self.usage = usage
+                if not calls:
+                    self.citations = context.cited(self.answer)
+                    self.complete = True
+                    return
+                plan = _plan(agent, list(calls.values()))
+                conversation.append(_assistant(said, list(calls.values())))
+                async for event in self._act(agent, plan, context, conversation):
+                    yield event
+                if plan.handoff is not None:
+                    agent = plan.handoff[1]
+        raise llm.LLMError("the agent took too many steps for one message")
+
+    async def _ask(
+        self, model: _Model, agent: Agent, conversation: list[dict[str, Any]], gate: _Gate | None
+    ) -> Any:
+        """The model's stream for `agent`, once its response has begun (and `gate` passed)."""
+        if gate is not None:
+            # Runs when the SDK first waits: the request is built and on its way.
+            asyncio.get_running_loop().call_soon(gate.start)
+        tools = {"tools": agent.definitions} if agent.definitions else {}
+        stream = await model.client.chat.completions.create(
+            model=model.name,
+            messages=[{"role": "system", "content": agent.instructions}, *conversation],
+            stream=True,
+            stream_options={"include_usage": True},
+            **tools,
+        )
+        if gate is not None:
+            try:
+                await gate.passed()
+            except BaseException:
+                await stream.close()  # the model stops: no tokens for a stale answer
+                raise
+        return stream
+
+    async def _act(
+        self, agent: Agent, plan: _Plan, context: ChatContext, conversation: list[dict[str, Any]]
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Run the tool calls of one model response (at once, each within its time limit) and
+        the handoff, adding their outputs to `conversation`."""
+        for _, tool in plan.runs:
+            self.tools.append(tool.name)
+            yield self._event("tool_call", name=tool.name, description=_describe(tool.name))
+        outputs = await asyncio.gather(
+            *(_call_tool(tool, call, context, agent.name) for call, tool in plan.runs)
+        )
+        for (call, _), output in zip(plan.runs, outputs, strict=True):
+            conversation.append(_tool_message(call, output))
+            yield self._event("tool_output", output=output)
+        for call in plan.ignored:
+            ignored = _tool_error(agent.name, "one handoff at a time: this one was ignored")
+            conversation.append(_tool_message(call, ignored))
+        if plan.handoff is not None:
+            call, target = plan.handoff
+            conversation.append(_tool_message(call, {"assistant": target.name}))
+            previous, self.agent = self.agent, target.name
+            yield {"type": "handoff", "new_agent": target.name, "current_agent": previous}
 
     def _answering(self) -> None:
         answering, self.on_answer = self.on_answer, None
@@ -428,19 +540,74 @@ class Turn:
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         return {"type": kind, **fields, "current_agent": self.agent}
 
-    def _item(self, event: Any) -> dict[str, Any] | None:
-        item = event.item
-        if event.name == "tool_called":
-            name = getattr(item.raw_item, "name", "tool")
-            self.tools.append(name)
-            return self._event("tool_call", name=name, description=_describe(name))
-        if event.name == "tool_output":
-            output = item.output if isinstance(item.output, dict) else {"text": str(item.output)}
-            return self._event("tool_output", output=output)
-        if event.name == "handoff_occured":
-            previous, self.agent = self.agent, item.target_agent.name
-            return {"type": "handoff", "new_agent": self.agent, "current_agent": previous}
-        return None
+
+@dataclass
+class _Plan:
+    """What to do with one model response's tool calls."""
+
+    runs: list[tuple[_Call, Tool]]
+    handoff: tuple[_Call, Agent] | None
+    ignored: list[_Call]  # handoffs after the first
+
+
+def _plan(agent: Agent, calls: list[_Call]) -> _Plan:
+    plan = _Plan([], None, [])
+    for call in calls:
+        tool, target = agent.tools.get(call.name), agent.handoffs.get(call.name)
+        if tool is not None:
+            plan.runs.append((call, tool))
+        elif target is None:
+            raise llm.LLMError(
+                f"the language model misbehaved (it called {call.name!r}, "
+                f"which {agent.name} does not have)"
+            )
+        elif plan.handoff is None:
+            plan.handoff = (call, target)
+        else:
+            plan.ignored.append(call)
+    return plan
+
+
+async def _call_tool(tool: Tool, call: _Call, context: ChatContext, agent: str) -> dict[str, Any]:
+    """The tool's answer to `call`, or an error in the same shape for the model to read."""
+    if not context.take_call():
+        return chat_tools.budget_spent(agent)
+    try:
+        arguments = tool.arguments.model_validate_json(call.arguments or "{}")
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "arguments"
+        return _tool_error(agent, f"bad arguments for {tool.name}: {where}: {problem['msg']}")
+    try:
+        return await asyncio.wait_for(tool.run(context, agent, arguments), tool.timeout_seconds)
+    except TimeoutError:
+        return _tool_error(agent, f"{tool.name} timed out after {tool.timeout_seconds:g} s")
+    except Exception:
+        log.exception("tool %s failed", tool.name)
+        return _tool_error(agent, f"{tool.name} failed; answer without it")
+
+
+def _assistant(said: str, calls: list[_Call]) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": said or None,
+        "tool_calls": [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in calls
+        ],
+    }
+
+
+def _tool_message(call: _Call, output: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "role": "tool",
+        "tool_call_id": call.id,
+        "content": json.dumps(output, ensure_ascii=False, default=str),
+    }
 
 
 def _describe(tool: str) -> str:

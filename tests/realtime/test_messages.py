@@ -249,9 +249,9 @@ def test_a_bug_is_a_500_in_the_api_shape(stack, user, monkeypatch):
 @pytest.fixture
 def chat_in_process(stack, user, openai, monkeypatch):
     """The realtime app in this process, one event loop for all its requests (as one
-    instance), with the OpenAI double as its model and the agents SDK imported (about 2 s, once
-    per process) before the test's clock starts. The agents it builds are dropped afterwards:
-    their model client belongs to the loop that ends with the test."""
+    instance), with the OpenAI double as its model and the `openai` SDK imported (about 0.6 s,
+    once per process) before the test's clock starts. The model client it builds is dropped
+    afterwards: it belongs to the loop that ends with the test."""
     from shared import agent
 
     monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)

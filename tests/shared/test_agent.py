@@ -6,12 +6,14 @@ import asyncio
 import json
 import uuid
 
+from pydantic import BaseModel, Field
+
 from shared import agent, chat_tools
 from tests.support.openai_double import text, tool_call, tool_calls
 
 
 def test_every_specialist_tool_has_the_per_tool_time_limit():
-    tools = [tool for spec in agent.SPECIALISTS for tool in spec.tools()]
+    tools = [tool for spec in agent.SPECIALISTS for tool in spec.tools]
     assert {tool.name for tool in tools} >= {
         "search_memories",
         "conversations_between",
@@ -21,105 +23,182 @@ def test_every_specialist_tool_has_the_per_tool_time_limit():
     assert all(tool.timeout_seconds == chat_tools.TOOL_TIMEOUT_SECONDS for tool in tools)
 
 
-def test_a_tool_over_its_time_limit_answers_an_error_and_the_turn_goes_on(openai):
-    """What the SDK does with `timeout=` (error as the tool's result), which the limit relies on."""
-    from agents import (
-        Agent,
-        OpenAIChatCompletionsModel,
-        Runner,
-        function_tool,
-        set_tracing_disabled,
-    )
-    from openai import AsyncOpenAI
-
-    set_tracing_disabled(True)
-
-    @function_tool(timeout=0.2)
-    async def slow() -> str:
-        """Takes too long."""
-        await asyncio.sleep(5)
-        return "never"
-
-    # Scoped by a marker: a request left over from another test cannot take these replies.
+def _use(openai, monkeypatch) -> str:
+    """The double as the model, and a marker to scope its replies to one test (a request left
+    over from another test cannot take them). The model's name is the test's own: a client's
+    pooled connections belong to the event loop that made them, so each test gets its own."""
     marker = f"go-{uuid.uuid4().hex[:8]}"
-    openai.answer_marked(marker, [tool_calls(tool_call("slow", {})), text("Gave up on it.")])
+    monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", openai.url)
+    monkeypatch.setenv("LLM_MODEL", f"model-{marker}")
+    return marker
 
-    async def run() -> tuple[str, list]:
-        client = AsyncOpenAI(base_url=openai.url, api_key=openai.api_key, max_retries=0)
-        model = OpenAIChatCompletionsModel(model="m", openai_client=client)
-        result = await Runner.run(Agent(name="A", tools=[slow], model=model), marker)
-        outputs = [item.output for item in result.new_items if hasattr(item, "output")]
-        return str(result.final_output), outputs
 
-    answer, outputs = asyncio.run(asyncio.wait_for(run(), 10))
-    assert answer == "Gave up on it."
-    assert len(outputs) == 1 and "timed out" in str(outputs[0]).lower()
+def _play(turn: agent.Turn) -> list[dict]:
+    async def run() -> list[dict]:
+        return [event async for event in turn.events()]
+
+    return asyncio.run(asyncio.wait_for(run(), 10))
+
+
+class _Nothing(BaseModel):
+    pass
+
+
+class _Lookup(BaseModel):
+    query: str = Field(description="What to look for.")
+    limit: int = Field(description="How many, at most.")
+
+
+def test_a_tool_over_its_time_limit_answers_an_error_and_the_turn_goes_on(openai, monkeypatch):
+    async def slow(context, agent_name: str, args: _Nothing) -> dict:
+        await asyncio.sleep(5)
+        return {"never": True}
+
+    marker = _use(openai, monkeypatch)
+    asked = openai.answer_marked(marker, [tool_calls(tool_call("slow", {})), text("Gave up.")])
+    tool = agent.Tool("slow", "Takes too long.", _Nothing, slow, timeout_seconds=0.2)
+    turn = agent.Turn("uid", marker, [], start=agent.Agent("A", "Be brief.", (tool,)))
+    events = _play(turn)
+    kinds = [e["type"] for e in events]
+    assert kinds[:2] == ["tool_call", "tool_output"] and set(kinds[2:]) == {"raw_response_event"}
+    output = events[1]["output"]
+    assert output["response_type"] == "error" and "timed out" in output["response"]["error"]
+    assert turn.answer == "Gave up." and turn.complete and turn.usage["requests"] == 2
+    # The model read the error as the call's output.
+    assert json.loads(asked[1]["messages"][-1]["content"]) == output
+
+
+def test_tool_arguments_split_across_chunks_are_validated_and_bad_ones_are_told_the_model(
+    openai, monkeypatch
+):
+    seen: list[_Lookup] = []
+
+    async def lookup(context, agent_name: str, args: _Lookup) -> dict:
+        seen.append(args)
+        return {"found": args.query}
+
+    marker = _use(openai, monkeypatch)
+    good = tool_call("lookup", {"query": "keys", "limit": 3})
+    asked = openai.answer_marked(
+        marker,
+        [
+            tool_calls(good, tool_call("lookup", {"query": "keys"})),
+            text("Under the mat."),
+        ],
+    )
+    turn = agent.Turn(
+        "uid",
+        marker,
+        [],
+        start=agent.Agent(
+            "A", "Be brief.", (agent.Tool("lookup", "Look it up.", _Lookup, lookup),)
+        ),
+    )
+    events = _play(turn)
+    outputs = [e["output"] for e in events if e["type"] == "tool_output"]
+    assert seen == [_Lookup(query="keys", limit=3)] and outputs[0] == {"found": "keys"}
+    assert outputs[1]["response_type"] == "error" and "limit" in outputs[1]["response"]["error"]
+    # The tools as the model was given them: strict JSON schema, every property required.
+    (definition,) = asked[0]["tools"]
+    assert definition["function"]["strict"] is True
+    assert definition["function"]["parameters"] == {
+        "type": "object",
+        "properties": {
+            "query": {"type": "string", "description": "What to look for."},
+            "limit": {"type": "integer", "description": "How many, at most."},
+        },
+        "required": ["query", "limit"],
+        "additionalProperties": False,
+    }
+    # Both calls and their outputs, in order, before the second request's answer.
+    calls = asked[1]["messages"][-3]["tool_calls"]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [
+        {"query": "keys", "limit": 3},
+        {"query": "keys"},
+    ]
+    assert [m["role"] for m in asked[1]["messages"][-2:]] == ["tool", "tool"]
+
+
+def test_a_handoff_gives_the_conversation_to_the_specialist_with_its_instructions_and_tools(
+    openai, monkeypatch
+):
+    marker = _use(openai, monkeypatch)
+    asked = openai.answer_marked(
+        marker,
+        [
+            tool_calls(tool_call("transfer_to_tasks", {}), tool_call("transfer_to_recall", {})),
+            text("On it."),
+        ],
+    )
+    turn = agent.Turn(
+        "uid",
+        marker,
+        [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
+    )
+    events = _play(turn)
+    assert events[0] == {"type": "handoff", "new_agent": "Tasks", "current_agent": "Mnemo"}
+    assert turn.agent == "Tasks" and turn.suggestions == list(agent.SPECIALISTS[1].suggestions)
+    first, second = asked
+    assert {t["function"]["name"] for t in first["tools"]} == {
+        "transfer_to_recall",
+        "transfer_to_tasks",
+    }
+    assert [t["function"]["name"] for t in second["tools"]] == ["list_action_items"]
+    assert second["messages"][0]["content"] == agent.SPECIALISTS[1].instructions
+    assert [m["content"] for m in second["messages"][1:4]] == ["Hi", "Hello.", marker]
+    # Every call has its output: the second handoff is refused, not left unanswered.
+    outputs = [json.loads(m["content"]) for m in second["messages"] if m["role"] == "tool"]
+    assert outputs[0]["response_type"] == "error" and outputs[1] == {"assistant": "Tasks"}
 
 
 def test_the_prepared_client_sends_the_body_the_stock_client_sends(openai):
     """`agent.prepared_client()` skips the SDK's transform of messages and tools: for what the
-    agents SDK hands over (history with a tool call and its output, a tool, a handoff, streaming
-    with usage) the model must get the same JSON body as from the stock client."""
-    from agents import (
-        Agent,
-        ModelSettings,
-        OpenAIChatCompletionsModel,
-        Runner,
-        function_tool,
-        set_tracing_disabled,
-    )
+    agent sends (history with a tool call and its output, tools, streaming with usage) the
+    model must get the same JSON body as from the stock client."""
     from openai import AsyncOpenAI
 
-    set_tracing_disabled(True)
-
-    @function_tool
-    async def lookup(query: str, limit: int = 5) -> str:
-        """Look something up.
-
-        Args:
-            query: What to look for.
-            limit: How many, at most.
-        """
-        return "nothing"
-
-    history = [
+    tools = agent.orchestrator().definitions + [
+        tool.definition() for tool in agent.SPECIALISTS[0].tools
+    ]
+    messages = [
+        {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Where did I leave my keys? Ünïcode too."},
         {
-            "type": "function_call",
-            "call_id": "call_1",
-            "name": "lookup",
-            "arguments": '{"query": "keys", "limit": 3}',
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "search_memories", "arguments": '{"query": "keys"}'},
+                }
+            ],
         },
-        {"type": "function_call_output", "call_id": "call_1", "output": '{"found": []}'},
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"found": []}'},
         {"role": "assistant", "content": "I could not find them."},
     ]
 
     async def body(client_class: type[AsyncOpenAI], marker: str) -> dict:
         openai.answer_marked(marker, [text("Fine.")])
         client = client_class(base_url=openai.url, api_key=openai.api_key, max_retries=0)
-        model = OpenAIChatCompletionsModel(model="m", openai_client=client)
-        settings = ModelSettings(include_usage=True, temperature=0.5)
-        helper = Agent(name="Helper", instructions="Help.", model=model, model_settings=settings)
-        main = Agent(
-            name="Main",
-            instructions="Be brief.",
-            tools=[lookup],
-            handoffs=[helper],
-            model=model,
-            model_settings=settings,
+        stream = await client.chat.completions.create(
+            model="m",
+            messages=[*messages, {"role": "user", "content": marker}],
+            tools=tools,
+            stream=True,
+            stream_options={"include_usage": True},
         )
-        result = Runner.run_streamed(main, [*history, {"role": "user", "content": marker}])
-        async for _ in result.stream_events():
-            pass
-        assert result.final_output == "Fine."
+        async with stream:
+            said = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert said == "Fine."
         (request,) = [r for r in openai.chat_requests if r.messages[-1]["content"] == marker]
         return dict(request.body)
 
     stock = asyncio.run(asyncio.wait_for(body(AsyncOpenAI, "stock"), 10))
     prepared = asyncio.run(asyncio.wait_for(body(agent.prepared_client(), "prepared"), 10))
-    assert prepared["messages"][:-1] == stock["messages"][:-1]
-    assert [m["role"] for m in stock["messages"]][2:4] == ["assistant", "tool"]
-    assert len(stock["tools"]) == 2 and stock["stream_options"] == {"include_usage": True}
+    assert prepared["messages"][:-1] == stock["messages"][:-1] == messages
+    assert stock["tools"] == tools and stock["stream_options"] == {"include_usage": True}
     stock.pop("messages"), prepared.pop("messages")
     assert prepared == stock
 
