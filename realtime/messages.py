@@ -17,9 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from realtime.auth import authenticated
 from realtime.chat import History, failure, forget, stored_turn
 from shared import chats, conversations, idempotency, llm
-from shared.auth import Access, Caller, authenticate, token_from_header
+from shared.auth import Caller, token_from_header
 from shared.chat_api import CHAT_ID, STREAM_MEDIA_TYPE, Message, MessageCreate
 from shared.errors import ApiError
 from shared.http import api_error, field_errors, parse_json_body
@@ -53,8 +54,7 @@ def _json_errors(handler: Handler) -> Handler:
 
 
 async def _caller(request: Request) -> Caller:
-    token = token_from_header(request.headers.get("authorization"))
-    return await run_in_threadpool(authenticate, token, Access.USER)
+    return await authenticated(token_from_header(request.headers.get("authorization")))
 
 
 @_json_errors

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from types import SimpleNamespace
+
 import firebase_admin
 import firebase_admin.auth
 import pytest
@@ -46,6 +49,50 @@ def get_user_calls(monkeypatch):
 def test_a_verified_account_is_not_looked_up_again_within_the_ttl(stack, user, get_user_calls):
     for _ in range(5):
         assert authenticate(user.token).uid == user.uid
+    assert get_user_calls == [user.uid]
+
+
+@pytest.fixture
+def verify_calls(monkeypatch):
+    """Counts the token checks firebase-admin makes (the real function still answers)."""
+    calls = []
+    real = firebase_admin.auth.verify_id_token
+
+    def counting(token, *args, **kwargs):
+        calls.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(firebase_admin.auth, "verify_id_token", counting)
+    return calls
+
+
+def test_a_token_is_verified_once_and_then_known_until_it_expires(
+    stack, user, verify_calls, get_user_calls, monkeypatch
+):
+    assert auth.known_caller(user.token) is None  # never seen: authenticate in a thread
+    assert authenticate(user.token).uid == user.uid
+    assert [auth.known_caller(user.token).uid for _ in range(3)] == [user.uid] * 3
+    assert authenticate(user.token).uid == user.uid
+    assert verify_calls == [user.token] and get_user_calls == [user.uid]
+    with pytest.raises(Forbidden):  # what it knows is held to the route as ever
+        auth.known_caller(user.token, Access.ADMIN)
+
+    # Two hours on (the token lasts one) for shared.auth's clock alone: firebase-admin's clock
+    # has not moved, so the token passes when it is checked again.
+    later = SimpleNamespace(time=lambda: time.time() + 7200, monotonic=time.monotonic)
+    monkeypatch.setattr(auth, "time", later)
+    assert auth.known_caller(user.token) is None
+    assert authenticate(user.token).uid == user.uid
+    assert verify_calls == [user.token, user.token]
+
+
+def test_a_known_token_of_an_account_not_looked_up_lately_goes_to_the_thread(
+    stack, auth_emulator, monkeypatch, get_user_calls
+):
+    monkeypatch.setattr(settings_module, "_settings", Settings(auth_state_ttl_seconds=0))
+    user = auth_emulator.sign_up()
+    assert authenticate(user.token).uid == user.uid
+    assert auth.known_caller(user.token) is None  # the account's state is not fresh
     assert get_user_calls == [user.uid]
 
 
