@@ -49,7 +49,7 @@ CITE = (
     "sentence as [n]. Never invent items or numbers."
 )
 
-History = list[dict[str, str]]
+Messages = list[dict[str, str]]  # a chat history as the model reads it
 
 
 @dataclass(frozen=True)
@@ -304,9 +304,9 @@ class _Gate:
     is passed, or raises `_Stale`, once the model's response has begun, before any of it is
     read."""
 
-    def __init__(self, confirm: Callable[[], asyncio.Future[History | None]]):
+    def __init__(self, confirm: Callable[[], asyncio.Future[Messages | None]]):
         self._confirm = confirm
-        self._check: asyncio.Future[History | None] | None = None
+        self._check: asyncio.Future[Messages | None] | None = None
 
     def start(self) -> None:
         if self._check is None:
@@ -323,7 +323,7 @@ class _Gate:
 class _Stale(Exception):
     """The history a turn began with was not current; `history` is what to answer from."""
 
-    def __init__(self, history: History):
+    def __init__(self, history: Messages):
         super().__init__("the turn's history was stale")
         self.history = history
 
@@ -354,7 +354,7 @@ class Turn:
 
     uid: str
     message: str
-    history: History
+    history: Messages
     answer: str = ""
     agent: str = ORCHESTRATOR
     tools: list[str] = field(default_factory=list)
@@ -371,7 +371,7 @@ class Turn:
     # of the answer is read (no tool runs, no event goes out) before it is known, and a wrong
     # guess is asked again from the right history. So a read of the history costs the model's
     # time to first token, not the client's.
-    confirm: Callable[[], asyncio.Future[History | None]] | None = None
+    confirm: Callable[[], asyncio.Future[Messages | None]] | None = None
     start: Agent = field(default_factory=orchestrator)  # the agent that takes the message
 
     @property
