@@ -411,7 +411,7 @@ class Turn:
                 stream = await self._ask(model, agent, conversation, gate)
                 gate = None
                 usage["requests"] += 1
-                said, calls = "", dict[int, _Call]()
+                said, calls, finished = "", dict[int, _Call](), False
                 async with stream:
                     async for chunk in stream:
                         counted = chunk.get("usage")
@@ -421,6 +421,7 @@ class Turn:
                         choices = chunk.get("choices")
                         if not choices:
                             continue
+                        finished = finished or bool(choices[0].get("finish_reason"))
                         delta = choices[0].get("delta") or {}
                         text = delta.get("content") or delta.get("refusal")
                         if text:
@@ -434,6 +435,8 @@ class Turn:
                             call.name += function.get("name") or ""
                             call.arguments += function.get("arguments") or ""
                 self.usage = usage
+                if not finished:  # the stream ended without saying why: cut off
+                    raise llm.LLMError("the language model's answer broke off")
                 if not calls:
                     self.citations = context.cited(self.answer)
                     self.complete = True

@@ -90,6 +90,8 @@ def calling(model: str) -> Iterator[None]:
     except openai.APIConnectionError as error:
         log.warning("%s model unreachable: %r", model, error.__cause__ or error)
         raise LLMError(f"the {model} model could not be reached") from error
+    except openai.APIError as error:  # an error event in the middle of a stream
+        raise LLMError(f"the {model} model failed mid-answer ({error.message})") from error
 
 
 def structured(system: str, user: str, schema: type[T]) -> T:

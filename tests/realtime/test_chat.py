@@ -12,11 +12,12 @@ import time
 import uuid
 from contextlib import suppress
 
+import pytest
 from google.cloud.firestore import FieldFilter
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.support.openai_double import http_error, text, tool_call, tool_calls
+from tests.support.openai_double import broken, http_error, text, tool_call, tool_calls
 
 
 def _url(stack, user, chat_id: str | None = None) -> str:
@@ -167,6 +168,28 @@ def test_a_failing_model_is_an_error_event_and_the_next_message_works(
         ("user", f"Hello again {marker}"),
         ("assistant", "Back again."),
     ]
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [("error", "failed mid-answer (The server had an error"), ("end", "answer broke off")],
+)
+def test_a_stream_that_breaks_mid_answer_is_an_error_and_the_part_said_is_kept(
+    stack, user, firestore, openai, how, said
+):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    openai.answer_marked(marker, [broken("Half an answer", after=2, how=how)])
+    chat_id = uuid.uuid4().hex
+    with connect(_url(stack, user, chat_id)) as socket:
+        socket.send(f"Tell me {marker}")
+        events = _turn(socket)
+    assert [e["type"] for e in events] == ["raw_response_event", "error", "end_of_stream"]
+    assert events[0]["delta"] == "Half " and said in events[1]["detail"]
+    deadline = time.monotonic() + 5
+    while len(_stored(firestore, user.uid, chat_id)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assistant = _stored(firestore, user.uid, chat_id)[-1]
+    assert assistant["text"] == "Half " and assistant["interrupted"] is True
 
 
 def test_two_messages_are_answered_in_order_with_the_first_as_context(

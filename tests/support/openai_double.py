@@ -16,6 +16,7 @@ says nothing was scripted (with `x-should-retry: false`, so the SDK does not ret
             json_content({"title": "Coffee", "tags": ["anna"]}),  # a structured output
             raw_content("{not json"),
             refusal("I can't help with that."),
+            broken("Half an answer", after=2),  # an error event after the first word
             tool_calls(tool_call("transfer_to_recall", {"query": "coffee"}), content="One sec."),
             http_error(429, retry_after=0.01),
             stall(),  # never answers, until the client leaves or the double is reset/closed
@@ -50,7 +51,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import uvicorn
@@ -90,6 +91,10 @@ class Reply:
     error: Mapping[str, Any] | None = None
     retry_after: float | None = None
     stall: bool = False
+    # Streamed: the stream breaks after this many chunks, with an error event (OpenAI's way of
+    # failing mid-answer) or by just ending, without a finish reason or [DONE].
+    break_after: int | None = None
+    break_with: str = "error"  # "error" or "end"
     delay: float = 0.0  # before the response (streamed: before the first chunk)
     chunk_delay: float = 0.0  # between streamed chunks after the first token
 
@@ -185,6 +190,15 @@ def http_error(
     return Reply(status=status, error=body, retry_after=retry_after, delay=delay)
 
 
+def broken(content: str, *, after: int = 2, how: str = "error", chunk_delay: float = 0.0) -> Reply:
+    """Assistant text whose stream breaks after `after` chunks (the role chunk and the first
+    word are two): with an error event (`how="error"`, as OpenAI fails mid-answer) or by just
+    ending (`how="end"`: no finish reason, no [DONE])."""
+    if how not in ("error", "end"):
+        raise ValueError("how is 'error' or 'end'")
+    return replace(text(content, chunk_delay=chunk_delay), break_after=after, break_with=how)
+
+
 def stall() -> Reply:
     """Never answer (not even the headers) until the client leaves or the double is
     reset or closed (then 503)."""
@@ -206,7 +220,8 @@ class RecordedRequest:
     first_token_at: float | None = None  # first content/refusal/tool chunk (or the whole body)
     disconnected_at: float | None = None  # the client went away before the response ended
     ended_at: float | None = None  # the double finished or gave up on the response
-    outcome: str | None = None  # "completed", "disconnected", "released" (reset/close), "failed"
+    outcome: str | None = None  # "completed", "disconnected", "released" (reset/close), "failed",
+    # "broken" (a `broken()` reply)
 
     @property
     def stream(self) -> bool:
@@ -570,6 +585,12 @@ class OpenAIDouble:
         chunks = _chunks(record.body, reply)
         await exchange.start(200, {"content-type": "text/event-stream; charset=utf-8"})
         for i, chunk in enumerate(chunks):
+            if i == reply.break_after:
+                if reply.break_with == "error":
+                    message = "The server had an error while processing your request."
+                    error = json.dumps(_error(message, "server_error")).encode()
+                    await exchange.write(b"data: " + error + b"\n\n")
+                return await exchange.finish(outcome="broken")
             # The role chunk and the first token go out together, as OpenAI sends them.
             await exchange.pause(reply.delay if i == 0 else 0.0 if i == 1 else reply.chunk_delay)
             if i == 1:  # taken just before the write, so never later than the client sees it

@@ -19,6 +19,7 @@ from openai.types.chat import ChatCompletionFunctionToolParam, ChatCompletionMes
 
 from tests.support.openai_double import (
     OpenAIDouble,
+    broken,
     embed,
     http_error,
     json_content,
@@ -328,6 +329,28 @@ def test_streamed_refusal(double: OpenAIDouble, client: openai.OpenAI) -> None:
     assert deltas == ["I ", "won't ", "store ", "that."]
     assert final.choices[0].message.refusal == "I won't store that."
     assert final.choices[0].message.content is None
+
+
+def test_a_broken_stream_fails_the_sdk_mid_answer_with_an_error_event(
+    double: OpenAIDouble, client: openai.OpenAI
+) -> None:
+    double.script(broken("Half an answer", after=2))
+    stream = client.chat.completions.create(model=MODEL, messages=HELLO, stream=True)
+    deltas = []
+    with pytest.raises(openai.APIError, match="server had an error"):
+        for chunk in stream:
+            deltas.append(chunk.choices[0].delta.content)
+    assert deltas == ["", "Half "]
+    assert double.chat_requests[-1].outcome == "broken"
+
+
+def test_a_stream_that_just_ends_has_no_finish_reason(
+    double: OpenAIDouble, client: openai.OpenAI
+) -> None:
+    double.script(broken("Half an answer", after=2, how="end"))
+    chunks = list(client.chat.completions.create(model=MODEL, messages=HELLO, stream=True))
+    assert [c.choices[0].delta.content for c in chunks] == ["", "Half "]
+    assert all(c.choices[0].finish_reason is None for c in chunks)
 
 
 def test_delays_before_the_first_token_and_between_chunks(
