@@ -349,6 +349,40 @@ class _Call:
 
 
 @dataclass
+class _Response:
+    """One model response, from its streamed chunks (the JSON they are)."""
+
+    said: str = ""
+    calls: dict[int, _Call] = field(default_factory=dict)  # by the index the model gives them
+    finished: bool = False  # a finish reason came: the response is whole
+    # The last usage the stream reported: OpenAI reports it once, at the end; some compatible
+    # providers send a running total on several chunks.
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, chunk: dict[str, Any]) -> str:
+        """Take in one chunk; the text it adds to the answer."""
+        usage = chunk.get("usage")
+        if usage:
+            self.input_tokens = usage.get("prompt_tokens") or 0
+            self.output_tokens = usage.get("completion_tokens") or 0
+        choices = chunk.get("choices")
+        if not choices:
+            return ""
+        self.finished = self.finished or bool(choices[0].get("finish_reason"))
+        delta = choices[0].get("delta") or {}
+        for fragment in delta.get("tool_calls") or ():
+            call = self.calls.setdefault(fragment.get("index", 0), _Call())
+            call.id = call.id or fragment.get("id") or ""
+            function = fragment.get("function") or {}
+            call.name += function.get("name") or ""
+            call.arguments += function.get("arguments") or ""
+        text = delta.get("content") or delta.get("refusal") or ""
+        self.said += text
+        return text
+
+
+@dataclass
 class Turn:
     """One user message and the streamed answer to it."""
 
@@ -406,47 +440,36 @@ class Turn:
             {"role": "user", "content": self.message},
         ]
         usage = {"requests": 0, "input_tokens": 0, "output_tokens": 0}
-        with llm.calling("language"):
-            for _ in range(MAX_MODEL_CALLS):
-                stream = await self._ask(model, agent, conversation, gate)
-                gate = None
-                usage["requests"] += 1
-                said, calls, finished = "", dict[int, _Call](), False
-                async with stream:
-                    async for chunk in stream:
-                        counted = chunk.get("usage")
-                        if counted:
-                            usage["input_tokens"] += counted.get("prompt_tokens") or 0
-                            usage["output_tokens"] += counted.get("completion_tokens") or 0
-                        choices = chunk.get("choices")
-                        if not choices:
-                            continue
-                        finished = finished or bool(choices[0].get("finish_reason"))
-                        delta = choices[0].get("delta") or {}
-                        text = delta.get("content") or delta.get("refusal")
-                        if text:
-                            said += text
-                            self.answer += text
-                            yield self._event("raw_response_event", delta=text)
-                        for fragment in delta.get("tool_calls") or ():
-                            call = calls.setdefault(fragment.get("index", 0), _Call())
-                            call.id = call.id or fragment.get("id") or ""
-                            function = fragment.get("function") or {}
-                            call.name += function.get("name") or ""
-                            call.arguments += function.get("arguments") or ""
-                self.usage = usage
-                if not finished:  # the stream ended without saying why: cut off
-                    raise llm.LLMError("the language model's answer broke off")
-                if not calls:
-                    self.citations = context.cited(self.answer)
-                    self.complete = True
-                    return
-                plan = _plan(agent, list(calls.values()))
-                conversation.append(_assistant(said, list(calls.values())))
-                async for event in self._act(agent, plan, context, conversation):
-                    yield event
-                if plan.handoff is not None:
-                    agent = plan.handoff[1]
+        try:
+            with llm.calling("language"):
+                for _ in range(MAX_MODEL_CALLS):
+                    stream = await self._ask(model, agent, conversation, gate)
+                    gate = None
+                    usage["requests"] += 1
+                    self.usage = usage  # counted from the first request on, whatever happens next
+                    response = _Response()
+                    async with stream:
+                        async for chunk in stream:
+                            text = response.add(chunk)
+                            if text:
+                                self.answer += text
+                                yield self._event("raw_response_event", delta=text)
+                    usage["input_tokens"] += response.input_tokens
+                    usage["output_tokens"] += response.output_tokens
+                    if not response.finished:  # the stream ended without saying why: cut off
+                        raise llm.LLMError("the language model's answer broke off")
+                    if not response.calls:
+                        self.complete = True
+                        return
+                    calls = list(response.calls.values())
+                    plan = _plan(agent, calls)
+                    conversation.append(_assistant(response.said, calls))
+                    async for event in self._act(agent, plan, context, conversation):
+                        yield event
+                    if plan.handoff is not None:
+                        agent = plan.handoff[1]
+        finally:  # an interrupted answer keeps what it cited too
+            self.citations = context.cited(self.answer)
         raise llm.LLMError("the agent took too many steps for one message")
 
     async def _ask(
@@ -468,7 +491,7 @@ class Turn:
         # the body is plain JSON already, which `create` would walk against its params' types
         # (about 1.5 ms for a turn's history), and each chunk arrives as the JSON it is, where
         # `create`'s stream would build a typed model of it (about 50 us a chunk). The rest,
-        # the SSE decoding, errors and retries, is the SDK's own.
+        # the SSE decoding, the errors and the connection, is the SDK's own.
         stream = await model.client.post(
             "/chat/completions", body=body, cast_to=dict, stream=True, stream_cls=model.stream
         )

@@ -6,10 +6,12 @@ import asyncio
 import json
 import uuid
 
+import pytest
 from pydantic import BaseModel, Field
 
-from shared import agent, chat_tools
-from tests.support.openai_double import text, tool_call, tool_calls
+from shared import agent, chat_tools, llm
+from shared.chat_tools import Citation
+from tests.support.openai_double import broken, text, tool_call, tool_calls
 
 
 def test_every_specialist_tool_has_the_per_tool_time_limit():
@@ -237,6 +239,43 @@ def test_a_turn_whose_guessed_history_was_stale_is_asked_again_before_anything_g
     assert requests[0].chunks_sent == 0
     asked = [m["content"] for m in requests[1].messages if m["role"] != "system"]
     assert asked == [m["content"] for m in read] + [requests[1].messages[-1]["content"]]
+
+
+def test_an_answer_cut_short_keeps_what_it_cited_and_the_requests_it_made(openai, monkeypatch):
+    async def remember(context, agent_name: str, args: _Nothing) -> dict:
+        return {"memories": [{"n": context.cite("memory", "m1"), "content": "Tea."}]}
+
+    marker = _use(openai, monkeypatch)
+    openai.answer_marked(
+        marker, [tool_calls(tool_call("remember", {})), broken("You like tea [1] and", after=5)]
+    )
+    tool = agent.Tool("remember", "Recall.", _Nothing, remember)
+    turn = agent.Turn("uid", marker, [], start=agent.Agent("A", "Be brief.", (tool,)))
+    with pytest.raises(llm.LLMError, match="mid-answer"):
+        _play(turn)
+    assert turn.answer == "You like tea [1] " and not turn.complete
+    assert turn.citations == [Citation(1, "memory", "m1")]
+    assert turn.usage["requests"] == 2
+
+
+def test_usage_is_the_last_a_stream_reports_not_a_sum_of_its_chunks():
+    """OpenAI reports usage once, in the last chunk; some compatible providers send a running
+    total on several."""
+
+    def chunk(delta: dict | None, finish: str | None = None, **usage: int) -> dict:
+        choices = [] if delta is None else [{"delta": delta, "finish_reason": finish}]
+        return {"choices": choices, "usage": usage or None}
+
+    response = agent._Response()
+    for each in [
+        chunk({"content": "Hi"}, prompt_tokens=9, completion_tokens=0),
+        chunk({"content": "!"}, prompt_tokens=9, completion_tokens=1),
+        chunk({}, "stop"),
+        chunk(None, prompt_tokens=9, completion_tokens=2),
+    ]:
+        response.add(each)
+    assert (response.said, response.finished) == ("Hi!", True)
+    assert (response.input_tokens, response.output_tokens) == (9, 2)
 
 
 def test_the_tool_budget_refuses_calls_past_ten():
