@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from shared import chat_tools, llm
-from shared.chat_tools import ChatContext, Citation
+from shared.chat_tools import ChatContext, Citation, tool_error
 from shared.logging import get_logger
 from shared.settings import get_settings
 
@@ -169,7 +169,7 @@ async def _conversations_between(context: ChatContext, agent: str, args: _DateRa
         start = datetime.combine(date.fromisoformat(args.start_date), time.min, UTC)
         end = datetime.combine(date.fromisoformat(args.end_date), time.max, UTC)
     except ValueError:
-        return _tool_error(agent, "dates must be YYYY-MM-DD")
+        return tool_error(agent, "dates must be YYYY-MM-DD")
     return await chat_tools.conversations_between(context, agent, start, end)
 
 
@@ -518,7 +518,7 @@ class Turn:
             conversation.append(_tool_message(call, output))
             yield self._event("tool_output", output=output)
         for call in plan.ignored:
-            ignored = _tool_error(agent.name, "one handoff at a time: this one was ignored")
+            ignored = tool_error(agent.name, "one handoff at a time: this one was ignored")
             conversation.append(_tool_message(call, ignored))
         if plan.handoff is not None:
             call, target = plan.handoff
@@ -571,14 +571,14 @@ async def _call_tool(tool: Tool, call: _Call, context: ChatContext, agent: str) 
     except ValidationError as error:
         problem = error.errors()[0]
         where = ".".join(str(part) for part in problem["loc"]) or "arguments"
-        return _tool_error(agent, f"bad arguments for {tool.name}: {where}: {problem['msg']}")
+        return tool_error(agent, f"bad arguments for {tool.name}: {where}: {problem['msg']}")
     try:
         return await asyncio.wait_for(tool.run(context, agent, arguments), tool.timeout_seconds)
     except TimeoutError:
-        return _tool_error(agent, f"{tool.name} timed out after {tool.timeout_seconds:g} s")
+        return tool_error(agent, f"{tool.name} timed out after {tool.timeout_seconds:g} s")
     except Exception:
         log.exception("tool %s failed", tool.name)
-        return _tool_error(agent, f"{tool.name} failed; answer without it")
+        return tool_error(agent, f"{tool.name} failed; answer without it")
 
 
 def _assistant(said: str, calls: list[_Call]) -> dict[str, Any]:
@@ -606,13 +606,3 @@ def _tool_message(call: _Call, output: dict[str, Any]) -> dict[str, Any]:
 
 def _describe(tool: str) -> str:
     return tool.replace("_", " ").capitalize()
-
-
-def _tool_error(agent: str, message: str) -> dict[str, Any]:
-    return chat_tools.ToolResponse(
-        response_type="error",
-        agent_name=agent,
-        friendly_name="Tool error",
-        display_response=False,
-        response={"error": message},
-    ).model_dump()

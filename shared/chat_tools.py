@@ -76,16 +76,20 @@ class ChatContext:
         return self.tool_calls <= MAX_TOOL_CALLS
 
 
-def budget_spent(agent_name: str) -> dict[str, Any]:
+def tool_error(agent_name: str, message: str, friendly: str = "Tool error") -> dict[str, Any]:
+    """A tool call that did not answer, told to the model in the one shape (not shown)."""
     return ToolResponse(
         response_type="error",
         agent_name=agent_name,
-        friendly_name="Tool limit reached",
+        friendly_name=friendly,
         display_response=False,
-        response={
-            "error": f"at most {MAX_TOOL_CALLS} tool calls per turn: answer with what you have"
-        },
+        response={"error": message},
     ).model_dump()
+
+
+def budget_spent(agent_name: str) -> dict[str, Any]:
+    message = f"at most {MAX_TOOL_CALLS} tool calls per turn: answer with what you have"
+    return tool_error(agent_name, message, "Tool limit reached")
 
 
 async def search_memories(context: ChatContext, agent_name: str, query: str, limit: int) -> dict:

@@ -190,11 +190,7 @@ def test_a_model_request_is_the_body_the_sdks_create_would_send(openai, monkeypa
 def _guessed_turn(openai, monkeypatch, confirmed_as: list[dict] | None) -> tuple:
     """A turn asked from a guessed history whose confirmation comes 50 ms later (while the
     model, 300 ms to its first token, is still thinking); its events and model requests."""
-    monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
-    monkeypatch.setenv("OPENAI_BASE_URL", openai.url)
-    marker = f"guess-{uuid.uuid4().hex[:8]}"
-    # Agents of their own: a client's pooled connections belong to the event loop that made them.
-    monkeypatch.setenv("LLM_MODEL", f"model-{marker}")
+    marker = _use(openai, monkeypatch)
     openai.answer_marked(marker, [text("From the guess.", delay=0.3), text("From the read.")])
     guess = [{"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi."}]
 
