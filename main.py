@@ -15,7 +15,7 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:
-    from shared.settings import get_settings
+    from shared.core.settings import get_settings
 
     if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
         raise AttributeError(name)

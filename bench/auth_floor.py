@@ -14,8 +14,8 @@ from typing import Any
 
 import functions_framework
 
-from shared.auth import authenticate, token_from_header
-from shared.errors import ApiError
+from shared.auth.tokens import authenticate, token_from_header
+from shared.core.errors import ApiError
 
 
 @functions_framework.http

@@ -67,7 +67,7 @@ from bench.cold_start import CONNECT_TIMEOUT, FLOOR, FLOOR_SOURCE, POLL_INTERVAL
 from bench.harness import BenchError, format_table, note, on_stack, positive_ints, write_results
 from infra.auth_emulator import AuthEmulator, User
 from infra.local import PROJECT, LocalStack, Service, free_port, uvicorn_service
-from shared.chat_api import CHAT_ID
+from shared.chat.api import CHAT_ID
 from tests.support.openai_double import OpenAIDouble, RecordedRequest, Reply, text
 
 ANSWER = "Hello! Good to see you again."
@@ -214,7 +214,8 @@ class Bench:
     async def warm(self, user: User, samples: int, warmup: int) -> dict[str, list[Any]]:
         """WS and SSE turns alternating (which goes first, too), each pair followed by one
         sample of each floor (seconds)."""
-        from shared import agent, chats
+        from shared.chat import agent
+        from shared.resources import chats
 
         agent.warm()  # the agent floor's SDK, imported now
         found: dict[str, list[Any]] = {key: [] for key in ("ws", "sse", *FLOORS)}
@@ -295,7 +296,7 @@ class Bench:
 
 async def agent_turn(message: str) -> tuple[float, float]:
     """`shared.agent.Turn` in this process, with a warm chat's history: (t_send, t_first)."""
-    from shared.agent import Turn
+    from shared.chat.agent import Turn
 
     t_send, t_first = time.monotonic(), 0.0
     async for event in Turn("bench-floor", message, HISTORY).events():

@@ -33,12 +33,12 @@ from typing import Any
 import httpx
 
 from bench.harness import BenchError, format_table, on_stack, write_results
+from infra import deployables
 from infra.auth_emulator import AuthEmulator
+from infra.deployables import ROOT
 from infra.local import LocalStack, Service, free_port
-from shared import deployables
-from shared.auth import Access
-from shared.deployables import ROOT
-from shared.http import Route, Router
+from shared.auth.tokens import Access
+from shared.web.router import Route, Router
 
 FLOOR = "floor"
 FLOOR_SOURCE = "bench/floor.py"

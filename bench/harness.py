@@ -17,8 +17,8 @@ from glob import glob
 from pathlib import Path
 from typing import Any, TypeVar
 
+from infra.deployables import ROOT
 from infra.local import LocalStack, Ports
-from shared.deployables import ROOT
 
 RESULTS_DIR = ROOT / "bench" / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

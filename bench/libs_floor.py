@@ -18,8 +18,8 @@ import functions_framework
 from google.cloud import firestore
 from pydantic import BaseModel, Field
 
-from shared.auth import authenticate, token_from_header
-from shared.errors import ApiError
+from shared.auth.tokens import authenticate, token_from_header
+from shared.core.errors import ApiError
 
 PROJECT = "demo-mnemo"
 

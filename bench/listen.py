@@ -422,8 +422,8 @@ def firestore_floor(samples: int = 30, warmup: int = 5) -> list[float]:
     """Milliseconds of `conversations.append_segments`, as `realtime/listen.py` calls it before
     every `transcript` event, called sequentially from this process against the same emulator:
     the part of the latency that no amount of server capacity removes here."""
-    from shared import conversations
-    from shared.conversations import Segment
+    from shared.resources import conversations
+    from shared.resources.conversations import Segment
 
     uid = f"bench-floor-{uuid.uuid4().hex[:8]}"
     appended = conversations.Appended("", created=False, version=None)

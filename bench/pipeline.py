@@ -48,9 +48,10 @@ from typing import Any
 
 from bench import harness
 from bench.harness import BenchError, format_table, note, on_stack, write_results
+from infra import deployables
 from infra.local import PROJECT, LocalStack, Service, free_port
-from shared import deployables, pubsub
-from shared.conversations import FINISHED_TOPIC
+from shared.resources.conversations import FINISHED_TOPIC
+from shared.store import pubsub
 from tests.support import seed
 from tests.support.openai_double import OpenAIDouble, RecordedRequest, Reply, json_content
 

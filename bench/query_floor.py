@@ -14,9 +14,10 @@ from typing import Any
 
 import functions_framework
 
-from shared import memories, store
-from shared.auth import authenticate, token_from_header
-from shared.errors import ApiError
+from shared.auth.tokens import authenticate, token_from_header
+from shared.core.errors import ApiError
+from shared.resources import memories
+from shared.store import documents
 
 PAGE = 25
 
@@ -28,7 +29,7 @@ def query_floor(request: Any) -> tuple[dict[str, Any], int]:
     except ApiError as error:
         return error.body(), error.status
     listing = memories.listing(caller.uid, memories.MemoryQuery())
-    found = store.page(listing, PAGE, 0, store.shown(memories.Memory))
+    found = documents.page(listing, PAGE, 0, documents.shown(memories.Memory))
     if len(found) != PAGE:
         return {"detail": f"expected {PAGE} memories, found {len(found)}"}, 500
     return {}, 200

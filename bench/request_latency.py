@@ -43,10 +43,10 @@ from bench.cold_start import (
 )
 from bench.harness import BenchError, format_table, on_stack, write_results
 from infra.auth_emulator import AuthEmulator
+from infra.deployables import ROOT
 from infra.local import LocalStack, Service, free_port
-from shared.deployables import ROOT
-from shared.llm import EMBEDDING_DIMENSIONS
-from shared.memories import EMBEDDING_FIELD
+from shared.providers.llm import EMBEDDING_DIMENSIONS
+from shared.resources.memories import EMBEDDING_FIELD
 
 REQUEST_TIMEOUT = 10.0  # seconds, every request
 WARMUP = 50  # unrecorded requests to each server before the first round

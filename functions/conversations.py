@@ -5,9 +5,9 @@ from __future__ import annotations
 import functions_framework
 from werkzeug.wrappers import Request, Response
 
-from shared import conversations as store
-from shared.conversations import Conversation, ConversationQuery
-from shared.http import Call, Router
+from shared.resources import conversations as conversations_resource
+from shared.resources.conversations import Conversation, ConversationQuery
+from shared.web.router import Call, Router
 
 router = Router("conversations")
 
@@ -15,7 +15,7 @@ router = Router("conversations")
 @router.route("GET", "/v1/conversations", query=ConversationQuery, response=list[Conversation])
 def list_conversations(call: Call) -> list[Conversation]:
     """The caller's conversations, newest first."""
-    return store.list_conversations(call.user.uid, call.query)
+    return conversations_resource.list_conversations(call.user.uid, call.query)
 
 
 @router.route(
@@ -23,19 +23,19 @@ def list_conversations(call: Call) -> list[Conversation]:
 )
 def finish_conversation(call: Call) -> Conversation:
     """Finish the caller's conversation in progress now: it becomes `processing`."""
-    return store.finish_in_progress(call.user.uid)
+    return conversations_resource.finish_in_progress(call.user.uid)
 
 
 @router.route("GET", "/v1/conversations/{conversation_id}", response=Conversation)
 def get_conversation(call: Call) -> Conversation:
     """One conversation, with its transcript and structure."""
-    return store.get_conversation(call.user.uid, call.params["conversation_id"])
+    return conversations_resource.get_conversation(call.user.uid, call.params["conversation_id"])
 
 
 @router.route("DELETE", "/v1/conversations/{conversation_id}", status=204)
 def delete_conversation(call: Call) -> Response:
     """Delete a conversation (its memories and action items stay)."""
-    store.delete_conversation(call.user.uid, call.params["conversation_id"])
+    conversations_resource.delete_conversation(call.user.uid, call.params["conversation_id"])
     return Response(status=204)
 
 
@@ -47,7 +47,7 @@ def delete_conversation(call: Call) -> Response:
 )
 def reprocess_conversation(call: Call) -> Conversation:
     """Run post-processing again."""
-    return store.reprocess(call.user.uid, call.params["conversation_id"])
+    return conversations_resource.reprocess(call.user.uid, call.params["conversation_id"])
 
 
 @functions_framework.http

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import conversations, store
-from shared.errors import ApiError
-from shared.firestore import db
-from shared.logging import get_logger
+from shared.core.errors import ApiError
+from shared.core.logging import get_logger
+from shared.resources import conversations
+from shared.store import documents
+from shared.store.firestore import db
 
 log = get_logger("dead_letters")
 
@@ -48,7 +49,7 @@ def dead_letters(event: CloudEvent) -> None:
 
 def _fail_conversation(uid: str, conversation_id: str, attributes: dict[str, str]) -> None:
     try:
-        stored = store.document(uid, conversations.COLLECTION, conversation_id).get()
+        stored = documents.document(uid, conversations.COLLECTION, conversation_id).get()
     except ApiError:  # not an id of ours: the record above is all there is to keep
         log.error("a dead-lettered message names no conversation", extra={"id": conversation_id})
         return

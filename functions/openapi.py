@@ -9,18 +9,18 @@ from typing import Any
 import functions_framework
 from werkzeug.wrappers import Request, Response
 
-from shared import deployables
-from shared import openapi as document
-from shared.auth import Access
-from shared.http import Call, Router
-from shared.settings import get_settings
+from infra import deployables
+from shared.auth.tokens import Access
+from shared.core.settings import get_settings
+from shared.web.openapi import build_document
+from shared.web.router import Call, Router
 
 router = Router("openapi")
 
 
 @cache
 def _document() -> dict[str, Any]:
-    return document.build(
+    return build_document(
         deployables.http_routers(),
         deployables.streaming_routers(),
         get_settings().realtime_origin,

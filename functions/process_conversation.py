@@ -14,9 +14,9 @@ import json
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from shared import processing
-from shared.llm import LLMError
-from shared.logging import get_logger
+from shared.core.logging import get_logger
+from shared.pipeline import processing
+from shared.providers.llm import LLMError
 
 log = get_logger("process_conversation")
 

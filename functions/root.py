@@ -9,10 +9,10 @@ import functions_framework
 from werkzeug.utils import redirect
 from werkzeug.wrappers import Request, Response
 
-from shared.auth import Access
-from shared.http import Call, Router
-from shared.models import TestInfo
-from shared.settings import get_settings
+from shared.auth.tokens import Access
+from shared.core.models import TestInfo
+from shared.core.settings import get_settings
+from shared.web.router import Call, Router
 
 router = Router("root")
 

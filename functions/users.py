@@ -5,9 +5,9 @@ from __future__ import annotations
 import functions_framework
 from werkzeug.wrappers import Request, Response
 
-from shared import users as store
-from shared.http import Call, Router
-from shared.models import UserPatch, UserProfile
+from shared.core.models import UserPatch, UserProfile
+from shared.resources import users as users_resource
+from shared.web.router import Call, Router
 
 router = Router("users")
 
@@ -16,19 +16,19 @@ router = Router("users")
 @router.route("GET", "/v1/users/me", response=UserProfile, require_terms=False)
 def get_me(call: Call) -> UserProfile:
     """The caller's profile."""
-    return store.get_profile(call.user)
+    return users_resource.get_profile(call.user)
 
 
 @router.route("PATCH", "/v1/users/me", body=UserPatch, response=UserProfile, require_terms=False)
 def patch_me(call: Call) -> UserProfile:
     """Accept the terms, or change name, time zone or language."""
-    return store.update_profile(call.user, call.body)
+    return users_resource.update_profile(call.user, call.body)
 
 
 @router.route("DELETE", "/v1/users/me", status=204, require_terms=False)
 def delete_me(call: Call) -> Response:
     """Delete every document of the caller, all subcollections included."""
-    store.delete_user(call.user)
+    users_resource.delete_user(call.user)
     return Response(status=204)
 
 

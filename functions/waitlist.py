@@ -5,10 +5,10 @@ from __future__ import annotations
 import functions_framework
 from werkzeug.wrappers import Request, Response
 
-from shared import waitlist as waitlist_store
-from shared.auth import Access
-from shared.http import Call, Router
-from shared.models import EmailSignup, Status
+from shared.auth.tokens import Access
+from shared.core.models import EmailSignup, Status
+from shared.resources import waitlist as waitlist_resource
+from shared.web.router import Call, Router
 
 router = Router("waitlist")
 
@@ -18,14 +18,14 @@ router = Router("waitlist")
 )
 def join_waitlist(call: Call) -> Status:
     """Join the waitlist; a repeat is a no-op."""
-    waitlist_store.join(call.body.email, source="waitlist")
+    waitlist_resource.join(call.body.email, source="waitlist")
     return Status()
 
 
 @router.route("POST", "/email", access=Access.PUBLIC, body=EmailSignup, form=True, response=Status)
 def join_by_email(call: Call) -> Status:
     """Leave an address (ODAI's sign-up form); a repeat is a no-op."""
-    waitlist_store.join(call.body.email, source="email")
+    waitlist_resource.join(call.body.email, source="email")
     return Status()
 
 

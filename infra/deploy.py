@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from shared import deployables
+from infra import deployables
 
 RUNTIME_ENV = "ENVIRONMENT=production"
 # IAM is eventually consistent: a service account created a moment ago may not be grantable yet.

@@ -20,10 +20,10 @@ from functions_framework import create_app
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from infra import deployables
+from infra.deployables import ROOT
 from realtime import app as realtime
-from shared import deployables
-from shared.deployables import ROOT
-from shared.logging import get_logger
+from shared.core.logging import get_logger
 
 EVENTS_PREFIX = "/_events/"
 

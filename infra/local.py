@@ -29,9 +29,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
+from infra import deployables
+from infra.deployables import ROOT
 from infra.prerequisites import FIREBASE_BIN, check_prerequisites
-from shared import deployables
-from shared.deployables import ROOT
 
 PROJECT = "demo-mnemo"
 # Below Linux's ephemeral range (32768-60999), from which the emulators take their own extra

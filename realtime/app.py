@@ -21,7 +21,7 @@ from realtime.chat import chat
 from realtime.connections import ConnectionCounter
 from realtime.listen import listen
 from realtime.messages import create_message, delete_messages, list_messages
-from shared.logging import get_logger
+from shared.core.logging import get_logger
 
 log = get_logger("realtime")
 
@@ -60,12 +60,13 @@ WARM_AFTER_SECONDS = 0.5
 def warm() -> None:
     """Import and build what the first chat needs: the model's client (about 0.6 s), the token
     verifier and the Firestore client."""
-    from shared import agent, auth
-    from shared.firestore import db
+    from shared.auth import tokens
+    from shared.chat import agent
+    from shared.store.firestore import db
 
     agent.warm()
     try:
-        auth.warm()
+        tokens.warm()
         db()
     except Exception:
         log.exception("warming the clients failed (the first request will try again)")

@@ -9,8 +9,8 @@ from __future__ import annotations
 from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket
 
-from shared.auth import Access, Caller, authenticate, known_caller, token_from_header
-from shared.http import api_error
+from shared.auth.tokens import Access, Caller, authenticate, known_caller, token_from_header
+from shared.web.router import api_error
 
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013

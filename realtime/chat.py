@@ -31,11 +31,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from realtime.auth import POLICY_VIOLATION, authenticate_websocket
 from realtime.connections import send_if_open
-from shared import chats, llm
-from shared.agent import Turn
-from shared.chat_api import MAX_MESSAGE_CHARS
-from shared.logging import get_logger
-from shared.settings import get_settings
+from shared.chat.agent import Turn
+from shared.chat.api import MAX_MESSAGE_CHARS
+from shared.core.logging import get_logger
+from shared.core.settings import get_settings
+from shared.providers import llm
+from shared.resources import chats
 
 log = get_logger("chat")
 

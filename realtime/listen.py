@@ -39,13 +39,18 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from realtime.auth import POLICY_VIOLATION, authenticate_websocket, close_reason
 from realtime.connections import send_if_open
-from shared import conversations
-from shared.audio import AudioFormat, AudioFormatError, Decoder, FrameTooLarge
-from shared.errors import ApiError
-from shared.http import backend_unavailable
-from shared.logging import get_logger
-from shared.settings import get_settings
-from shared.stt import LiveStream, SpeechToTextUnavailable, speech_to_text, words_to_segments
+from shared.core.errors import ApiError
+from shared.core.logging import get_logger
+from shared.core.settings import get_settings
+from shared.providers.audio import AudioFormat, AudioFormatError, Decoder, FrameTooLarge
+from shared.providers.stt import (
+    LiveStream,
+    SpeechToTextUnavailable,
+    speech_to_text,
+    words_to_segments,
+)
+from shared.resources import conversations
+from shared.web.router import backend_unavailable
 
 log = get_logger("listen")
 

@@ -19,13 +19,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from realtime.auth import authenticated
 from realtime.chat import History, failure, forget, stored_turn
-from shared import chats, conversations, idempotency, llm
-from shared.auth import Caller, token_from_header
-from shared.chat_api import CHAT_ID, STREAM_MEDIA_TYPE, Message, MessageCreate
-from shared.errors import ApiError
-from shared.http import api_error, field_errors, parse_json_body
-from shared.logging import get_logger
-from shared.models import Page
+from shared.auth.tokens import Caller, token_from_header
+from shared.chat.api import CHAT_ID, STREAM_MEDIA_TYPE, Message, MessageCreate
+from shared.core.errors import ApiError
+from shared.core.logging import get_logger
+from shared.core.models import Page
+from shared.providers import llm
+from shared.resources import chats, conversations
+from shared.web import idempotency
+from shared.web.router import api_error, field_errors, parse_json_body
 
 NEWLINE = "__CRLF__"
 Handler = Callable[[Request], Awaitable[Response]]
@@ -125,7 +127,7 @@ async def delete_messages(request: Request) -> Response:
 
 
 async def _read(request: Request) -> bytes:
-    from shared.http import MAX_BODY_BYTES
+    from shared.web.router import MAX_BODY_BYTES
 
     raw = b""
     async for chunk in request.stream():

@@ -17,7 +17,7 @@ import pytest
 
 from infra.auth_emulator import AuthEmulator, User
 from infra.local import PROJECT, STOP_SIGNALS, LocalStack, Ports, handling, interrupt
-from shared import settings as settings_module
+from shared.core import settings as settings_module
 from tests.support.deepgram_double import DeepgramDouble
 from tests.support.openai_double import OpenAIDouble
 

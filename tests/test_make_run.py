@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from infra.auth_emulator import AuthEmulator
+from infra.deployables import ROOT
 from infra.local import PROJECT, free_port, port_open
-from shared.deployables import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,11 @@ import httpx
 import pytest
 from functions_framework import create_app
 
-from shared import deployables
-from shared import settings as settings_module
-from shared.auth import Access
-from shared.deployables import ROOT
-from shared.settings import Settings
+from infra import deployables
+from infra.deployables import ROOT
+from shared.auth.tokens import Access
+from shared.core import settings as settings_module
+from shared.core.settings import Settings
 from tests.support.routes import TableRow, protected_routes
 
 ROWS = protected_routes()

@@ -209,12 +209,13 @@ def test_pub_sub_down_after_the_move_answers_processing_and_the_sweep_requeues_i
     import httpx
     from functions_framework import create_app
 
+    from infra.deployables import ROOT
     from infra.local import free_port
-    from shared import pubsub, sweep
-    from shared.deployables import ROOT
+    from shared.pipeline import sweep
+    from shared.store import pubsub
 
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
-    monkeypatch.setattr(pubsub, "_publisher", None)
+    monkeypatch.setattr(pubsub.publisher, "_built", None)  # built anew, for the dead host
     monkeypatch.setattr(pubsub, "PUBLISH_TIMEOUT_SECONDS", 1.0)
     app = create_app(target="conversations", source=str(ROOT / "main.py"))
     live = seed.conversation(firestore, user.uid, status="in_progress")

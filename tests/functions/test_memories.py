@@ -141,7 +141,7 @@ def _seed_memories(firestore, uid: str, contents: list[str]) -> dict[str, str]:
     embedding the OpenAI double gives), in one batch: id by content."""
     from datetime import UTC, datetime, timedelta
 
-    from shared.memories import search_fields
+    from shared.resources.memories import search_fields
     from tests.support.openai_double import embed
 
     collection = firestore.collection("users").document(uid).collection("memories")
@@ -196,7 +196,7 @@ def test_search_finds_only_the_callers_memories(api, auth_emulator, firestore, o
 def test_without_a_language_model_search_falls_back_to_keywords(
     stack, user, firestore, monkeypatch
 ):
-    from shared import memories
+    from shared.resources import memories
 
     ids = _seed_memories(firestore, user.uid, ["The user sails on Lake Geneva.", "Unrelated."])
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

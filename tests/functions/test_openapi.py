@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 from openapi_spec_validator import validate
 
-from shared import deployables
-from shared.auth import Access
+from infra import deployables
+from shared.auth.tokens import Access
 from tests.support.routes import route_table
 
 

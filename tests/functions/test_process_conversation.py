@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.pubsub import publish
+from shared.store.pubsub import publish
 from tests.support import seed
 from tests.support.openai_double import http_error, json_content, raw_content, refusal
 from tests.support.pubsub import tap
@@ -317,7 +317,7 @@ def test_reprocessing_replaces_what_the_earlier_run_made(api, user, firestore, o
 def test_without_a_language_model_the_conversation_fails_at_once(
     stack, user, firestore, monkeypatch
 ):
-    from shared import processing
+    from shared.pipeline import processing
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     conversation_id = _processing(firestore, user.uid, "no-model")
@@ -379,8 +379,9 @@ def test_the_sweep_finishes_a_conversation_whose_phone_went_away(api, user, fire
     assert state["status"] == "in_progress"
 
 
-# The sweep run in-process (`shared.sweep.sweep`), with publishes of this test's conversations
-# recorded or failed on purpose; everything else it meets is published for real, as a tick would.
+# The sweep run in-process (`shared.pipeline.sweep.run_sweep`), with publishes of this test's
+# conversations recorded or failed on purpose; everything else it meets is published for real, as
+# a tick would.
 
 
 def _publishes(monkeypatch, module, ours: set[str], failing: set[str] = frozenset()) -> list[dict]:
@@ -424,7 +425,8 @@ def _log_lines(output: str) -> list[dict]:
 def test_one_failing_conversation_does_not_stop_the_sweep(
     stack, user, firestore, monkeypatch, capsys
 ):
-    from shared import conversations, processing, sweep
+    from shared.pipeline import processing, sweep
+    from shared.resources import conversations
 
     now = datetime.now(UTC)
     long_ago = now - timedelta(minutes=11)
@@ -438,7 +440,7 @@ def test_one_failing_conversation_does_not_stop_the_sweep(
     finished = _publishes(monkeypatch, conversations, ours)
     events = _publishes(monkeypatch, processing, ours)
 
-    report = sweep.sweep()
+    report = sweep.run_sweep()
 
     assert [e for e in report.errors if e.split(":")[-1] in ours] == [f"stuck:{bad}"]
     assert good in report.requeued and bad not in report.requeued
@@ -456,7 +458,7 @@ def test_one_failing_conversation_does_not_stop_the_sweep(
 
 
 def test_a_requeue_whose_publish_fails_does_not_count(stack, user, firestore, monkeypatch):
-    from shared import sweep
+    from shared.pipeline import sweep
 
     since = datetime.now(UTC) - timedelta(minutes=11)
     stuck = _processing(firestore, user.uid, "unpublishable", processing_since=since, requeues=0)
@@ -480,7 +482,8 @@ def test_the_sweep_finds_a_due_conversation_behind_many_idle_with_long_timeouts(
 ):
     """More idle conversations with long timeouts than one query page, all idle for longer
     than the one whose short timeout has passed."""
-    from shared import conversations, sweep
+    from shared.pipeline import sweep
+    from shared.resources import conversations
 
     monkeypatch.setattr(sweep, "BATCH", 3)
     now = datetime.now(UTC)
@@ -498,7 +501,7 @@ def test_the_sweep_finds_a_due_conversation_behind_many_idle_with_long_timeouts(
     assert due in [s.id for s in sweep.idle_query(now).get()]
 
     finished = _publishes(monkeypatch, conversations, {due, *waiting})
-    report = sweep.sweep(now)
+    report = sweep.run_sweep(now)
     assert due in report.finished
     assert [m["conversation_id"] for m in finished] == [due]
     assert {_stored(firestore, user.uid, c)["status"] for c in waiting} == {"in_progress"}
@@ -508,7 +511,8 @@ def test_the_sweep_finds_a_due_conversation_behind_many_idle_with_long_timeouts(
 def test_a_conversation_reprocessed_after_completing_leaves_the_unpublished_query(
     stack, user, firestore, monkeypatch
 ):
-    from shared import conversations, processing, sweep
+    from shared.pipeline import processing, sweep
+    from shared.resources import conversations
 
     now = datetime.now(UTC)
     completed = seed.conversation(
@@ -529,7 +533,7 @@ def test_a_conversation_reprocessed_after_completing_leaves_the_unpublished_quer
     assert conversations.reprocess(user.uid, completed).status == "processing"
     assert _stored(firestore, user.uid, completed)["events_published"] is None
     conversations.fail(user.uid, completed, "the language model answered 500")
-    report = sweep.sweep()
+    report = sweep.run_sweep()
     assert report.cleared.count(legacy) == 1 and completed not in report.cleared
     assert not ours & set(report.published) and events == []
     assert _stored(firestore, user.uid, legacy)["events_published"] is None
@@ -540,7 +544,7 @@ def test_a_conversation_reprocessed_after_completing_leaves_the_unpublished_quer
 
 def test_processing_logs_no_memory_text(stack, api, user, firestore, openai, monkeypatch, capsys):
     """Memories are the user's data: the logs name ids and lengths, never the text."""
-    from shared import processing
+    from shared.pipeline import processing
 
     monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", openai.url)

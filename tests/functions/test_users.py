@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from shared.users import USER_OWNED_COLLECTIONS
-from shared.waitlist import waitlist_id
+from shared.resources.users import USER_OWNED_COLLECTIONS
+from shared.resources.waitlist import waitlist_id
 
 
 def test_a_new_user_reads_a_default_profile(api, user):

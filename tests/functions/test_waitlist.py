@@ -5,7 +5,7 @@ import uuid
 import pytest
 from google.cloud.firestore import FieldFilter
 
-from shared.waitlist import waitlist_id
+from shared.resources.waitlist import waitlist_id
 
 
 def _address() -> str:

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra import deploy
+from infra import deploy, deployables
 from infra.deploy import Step, Target, default_invoker, plan
-from shared import deployables
-from shared.deployables import ROOT
-from shared.settings import Settings
+from infra.deployables import ROOT
+from shared.core.settings import Settings
 
 TARGET = Target(
     project="mnemo-prod",

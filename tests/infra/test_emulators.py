@@ -9,9 +9,9 @@ import uuid
 import httpx
 import pytest
 
+from infra import deployables
 from infra.local import PROJECT, Ticker
-from shared import deployables
-from shared.pubsub import publish
+from shared.store.pubsub import publish
 from tests.support.pubsub import tap
 
 

@@ -8,13 +8,16 @@ import itertools
 import json
 from datetime import UTC, datetime
 
-from shared import action_items, conversations, llm, memories, store, sweep
-from shared.deployables import ROOT, firebase_config
+from infra.deployables import ROOT, firebase_config
+from shared.pipeline import sweep
+from shared.providers import llm
+from shared.resources import action_items, conversations, memories
+from shared.store import documents
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _listings() -> list[store.Listing]:
+def _listings() -> list[documents.Listing]:
     found = []
     for discarded, status, start, end in itertools.product(
         [False, True], [None, "completed"], [None, NOW], [None, NOW]

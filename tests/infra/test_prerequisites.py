@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from shared.deployables import ROOT
+from infra.deployables import ROOT
 
 
 def _check_with(tmp_path, tools: list[str]) -> subprocess.CompletedProcess[str]:

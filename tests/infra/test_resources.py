@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from infra import deployables
 from infra.deploy import Target, plan
-from shared import deployables
-from shared.deployables import ROOT
+from infra.deployables import ROOT
 
 TARGET = Target(
     project="mnemo-prod", project_number="123", image="registry/realtime:abc", invoker="invoker@x"
@@ -144,7 +144,7 @@ def test_the_entry_module_loads_only_the_function_it_is_asked_for():
 
 
 def test_expired_idempotency_reservations_are_cleaned_up_by_a_ttl_policy():
-    from shared import idempotency
+    from shared.web import idempotency
 
     ttl = [c for c in _commands() if c[:5] == ("gcloud", "firestore", "fields", "ttls", "update")]
     assert ttl and ttl[0][5] == idempotency.EXPIRY_FIELD

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.deployables import ROOT
+from infra.deployables import ROOT
 
 pytestmark = pytest.mark.slow
 

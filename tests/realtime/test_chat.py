@@ -227,7 +227,7 @@ def test_a_turn_on_another_socket_of_the_chat_is_in_the_next_context(stack, user
 
 def _said_elsewhere(uid: str, chat_id: str, *texts: str) -> None:
     """Messages stored by another instance of the service (user, then assistant)."""
-    from shared import chats
+    from shared.resources import chats
 
     for i, said in enumerate(texts):
         chats.add_message(uid, chat_id, "user" if i % 2 == 0 else "assistant", said)
@@ -282,7 +282,7 @@ def test_a_remembered_history_is_checked_by_when_the_chat_was_last_written(stack
     """In process: the check reads the chat's messages only when its last write is not the one
     remembered (Firestore's timestamp compares equal to the one the service stored)."""
     from realtime.chat import History
-    from shared import chats
+    from shared.resources import chats
 
     uid, chat_id = f"history-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     hello = chats.add_message(uid, chat_id, "user", "Hello")

@@ -501,7 +501,7 @@ def test_storing_retries_while_firestore_has_trouble_and_gives_up_on_a_bug(
 
     import realtime.listen as listen
     from realtime.listen import ListenParams, Session
-    from shared import conversations
+    from shared.resources import conversations
 
     monkeypatch.setattr(listen, "STORE_RETRY_DELAYS", (0.01, 0.01, 0.01))
     uid = f"store-{uuid.uuid4().hex[:8]}"

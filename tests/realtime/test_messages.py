@@ -161,7 +161,7 @@ def test_a_message_sent_while_a_turn_of_its_chat_runs_has_that_turn_as_context(
     chat when it does (here over the WebSocket) makes it read again once that turn is done."""
     from websockets.sync.client import connect
 
-    from shared.chat_api import CHAT_ID
+    from shared.chat.api import CHAT_ID
 
     marker = f"zq{uuid.uuid4().hex[:8]}"
     seen = openai.answer_marked(marker, [text("Slowly answered.", chunk_delay=0.1), text("Ok.")])
@@ -177,7 +177,7 @@ def test_a_message_sent_while_a_turn_of_its_chat_runs_has_that_turn_as_context(
 
 
 def test_history_pages_newest_first(api, auth_emulator, firestore):
-    from shared import chats
+    from shared.resources import chats
 
     user = auth_emulator.sign_up()
     for n in range(5):
@@ -218,7 +218,7 @@ def _in_process():
 def test_a_backend_that_is_down_is_a_503_in_the_api_shape(stack, user, monkeypatch, method):
     from google.api_core import exceptions
 
-    from shared import chats, conversations
+    from shared.resources import chats, conversations
 
     def down(*args, **kwargs):
         raise exceptions.ServiceUnavailable("Firestore is down")
@@ -236,7 +236,7 @@ def test_a_backend_that_is_down_is_a_503_in_the_api_shape(stack, user, monkeypat
 
 
 def test_a_bug_is_a_500_in_the_api_shape(stack, user, monkeypatch):
-    from shared import chats
+    from shared.resources import chats
 
     def bug(*args, **kwargs):
         raise RuntimeError("a bug")
@@ -252,7 +252,7 @@ def chat_in_process(stack, user, openai, monkeypatch):
     instance), with the OpenAI double as its model and the `openai` SDK imported (about 0.6 s,
     once per process) before the test's clock starts. The model client it builds is dropped
     afterwards: it belongs to the loop that ends with the test."""
-    from shared import agent
+    from shared.chat import agent
 
     monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", openai.url)
@@ -265,7 +265,7 @@ def chat_in_process(stack, user, openai, monkeypatch):
 def test_a_stream_longer_than_the_lock_keeps_its_key_and_asks_once(
     chat_in_process, user, openai, monkeypatch
 ):
-    from shared import idempotency
+    from shared.web import idempotency
 
     # In this process (the app under test): locks expire after 0.3 s, duplicates wait 0.1 s.
     monkeypatch.setattr(idempotency, "LOCK_SECONDS", 0.3)
@@ -297,7 +297,7 @@ def test_a_stream_longer_than_the_lock_keeps_its_key_and_asks_once(
 def test_a_failing_refresh_does_not_break_the_stream(chat_in_process, user, openai, monkeypatch):
     from google.api_core.exceptions import ServiceUnavailable
 
-    from shared import idempotency
+    from shared.web import idempotency
 
     refreshes: list[float] = []
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared import deployables
-from shared.auth import Access
-from shared.http import Route
+from infra import deployables
+from shared.auth.tokens import Access
+from shared.web.router import Route
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,147 @@
+"""Pydantic models of the platform endpoints: what handlers validate and OpenAPI describes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import cache
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    model_validator,
+)
+
+
+class Model(BaseModel):
+    """Every model builds its validator on first use, not at import: a function's cold start
+    pays only for the models its first request touches."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class Strict(Model):
+    """A request body: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, defer_build=True)
+
+
+class Patch(Strict):
+    """A partial update: at least one field, and `null` only where `clearable` says it means
+    "remove this value" (elsewhere it is an error, not a silent erase)."""
+
+    clearable: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> Self:
+        if not self.model_fields_set:
+            fields = ", ".join(type(self).model_fields)
+            raise ValueError(f"send at least one of {fields}")
+        cleared = sorted(
+            name for name in self.model_fields_set - self.clearable if getattr(self, name) is None
+        )
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)}: null is not a value; leave the field out")
+        return self
+
+    def changes(self) -> dict[str, Any]:
+        """The fields sent, as Firestore values."""
+        return self.model_dump(mode="python", exclude_unset=True)
+
+
+class Page(Model):
+    """`limit` and `offset` of every list (API.md: default 25, at most 100)."""
+
+    model_config = ConfigDict(extra="ignore", defer_build=True)
+
+    limit: int = Field(default=25, ge=1, le=100)
+    offset: int = Field(default=0, ge=0, le=10_000)
+
+
+class Segment(Model):
+    """A stretch of transcript, as speech-to-text yields it and a conversation stores it."""
+
+    id: str
+    text: str
+    speaker: str = "SPEAKER_00"
+    speaker_id: int = 0
+    is_user: bool = False
+    start: float
+    end: float
+
+
+class Error(Model):
+    detail: str | list[dict[str, object]]
+
+
+class Status(Model):
+    status: Literal["ok"] = "ok"
+
+
+class TestInfo(Model):
+    status: Literal["ok"] = "ok"
+    service: str
+    environment: str
+    connections: int | None = Field(
+        description="Open WebSockets on the realtime service; null if it could not be asked."
+    )
+    realtime_url: str = Field(description="The origin that serves WebSockets and SSE streams.")
+
+
+class EmailSignup(Strict):
+    email: EmailStr = Field(max_length=254)
+
+
+def _known_timezone(value: str) -> str:
+    # Only the IANA names (not the host's `localtime`, `Factory` or `posixrules` files).
+    if value not in _iana_zones():
+        raise ValueError("unknown time zone; use an IANA name such as Europe/Paris")
+    return value
+
+
+@cache
+def _iana_zones() -> frozenset[str]:
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones() - {"localtime", "Factory", "posixrules"})
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the date is out of range once in UTC") from None
+
+
+# A moment with an offset (RFC 3339), as the API takes them: kept in UTC; one that is not a
+# moment once in UTC (0001-01-01 at +14:00) is a 422, not an error deep in the store.
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+
+
+TimeZone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_timezone)]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35)]
+
+
+class UserProfile(Model):
+    uid: str
+    email: str | None = None
+    name: str | None = None
+    timezone: str = "UTC"
+    language: str = "en"
+    terms_accepted: bool = False
+    terms_accepted_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class UserPatch(Patch):
+    terms_accepted: Literal[True] | None = Field(
+        default=None, description="Accept the terms of service (it cannot be withdrawn here)."
+    )
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    timezone: TimeZone | None = None
+    language: Language | None = None
