@@ -5,8 +5,8 @@ from __future__ import annotations
 import functions_framework
 from werkzeug.wrappers import Request, Response
 
-from shared.core.models import UserPatch, UserProfile
 from shared.resources import users as users_resource
+from shared.resources.users import UserPatch, UserProfile
 from shared.web.router import Call, Router
 
 router = Router("users")

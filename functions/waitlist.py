@@ -6,8 +6,9 @@ import functions_framework
 from werkzeug.wrappers import Request, Response
 
 from shared.auth.tokens import Access
-from shared.core.models import EmailSignup, Status
+from shared.core.models import Status
 from shared.resources import waitlist as waitlist_resource
+from shared.resources.waitlist import EmailSignup
 from shared.web.router import Call, Router
 
 router = Router("waitlist")

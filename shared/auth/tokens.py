@@ -6,8 +6,9 @@ token: what a token says does not change, so a verified one is remembered until 
 Whether the account is disabled or its tokens revoked needs Firebase Auth, so that answer is
 cached per user for `AUTH_STATE_TTL_SECONDS` instead of being fetched on every request.
 Production also refuses anonymous users and users who have not accepted the terms of service
-(API.md). An event loop calls `known_caller()` first: the same answer when it needs no network
-(the token and the account known and fresh), so that it only goes to a thread when it must.
+(docs/api.md, "Authentication"). An event loop calls `known_caller()` first: the same answer
+when it needs no network (the token and the account known and fresh), so that it only goes to a
+thread when it must.
 
 Under `FIREBASE_AUTH_EMULATOR_HOST` firebase-admin accepts the emulator's unsigned tokens; the
 settings refuse that variable in production.

@@ -1,4 +1,4 @@
-"""API errors and their one JSON shape, `{"detail": ...}` (API.md, "Errors")."""
+"""API errors and their one JSON shape, `{"detail": ...}` (docs/api.md, "Errors")."""
 
 from __future__ import annotations
 

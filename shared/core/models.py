@@ -1,9 +1,9 @@
-"""Pydantic models of the platform endpoints: what handlers validate and OpenAPI describes."""
+"""The base models every resource builds on (`Model`, `Strict`, `Patch`, `Page`), the error
+shape, and the few small shapes that several layers share (a transcript `Segment`, `Moment`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -11,7 +11,6 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
-    EmailStr,
     Field,
     model_validator,
 )
@@ -54,7 +53,7 @@ class Patch(Strict):
 
 
 class Page(Model):
-    """`limit` and `offset` of every list (API.md: default 25, at most 100)."""
+    """`limit` and `offset` of every list (docs/api.md, "Pagination": default 25, at most 100)."""
 
     model_config = ConfigDict(extra="ignore", defer_build=True)
 
@@ -92,24 +91,6 @@ class TestInfo(Model):
     realtime_url: str = Field(description="The origin that serves WebSockets and SSE streams.")
 
 
-class EmailSignup(Strict):
-    email: EmailStr = Field(max_length=254)
-
-
-def _known_timezone(value: str) -> str:
-    # Only the IANA names (not the host's `localtime`, `Factory` or `posixrules` files).
-    if value not in _iana_zones():
-        raise ValueError("unknown time zone; use an IANA name such as Europe/Paris")
-    return value
-
-
-@cache
-def _iana_zones() -> frozenset[str]:
-    from zoneinfo import available_timezones
-
-    return frozenset(available_timezones() - {"localtime", "Factory", "posixrules"})
-
-
 def _in_utc(value: datetime) -> datetime:
     try:
         return value.astimezone(UTC)
@@ -120,28 +101,3 @@ def _in_utc(value: datetime) -> datetime:
 # A moment with an offset (RFC 3339), as the API takes them: kept in UTC; one that is not a
 # moment once in UTC (0001-01-01 at +14:00) is a 422, not an error deep in the store.
 Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
-
-
-TimeZone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_timezone)]
-Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35)]
-
-
-class UserProfile(Model):
-    uid: str
-    email: str | None = None
-    name: str | None = None
-    timezone: str = "UTC"
-    language: str = "en"
-    terms_accepted: bool = False
-    terms_accepted_at: datetime | None = None
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-
-
-class UserPatch(Patch):
-    terms_accepted: Literal[True] | None = Field(
-        default=None, description="Accept the terms of service (it cannot be withdrawn here)."
-    )
-    name: str | None = Field(default=None, min_length=1, max_length=100)
-    timezone: TimeZone | None = None
-    language: Language | None = None

@@ -1,6 +1,7 @@
 """One typed settings object, read from the environment once per process.
 
-Every environment variable Mnemo reads is declared here (ARCHITECTURE.md, "Configuration").
+Every environment variable Mnemo reads is declared here (the README's configuration table lists
+them, and a test holds the two together).
 Production refuses to start with an emulator host or a development secret: emulator tokens are
 unsigned, so honouring `FIREBASE_AUTH_EMULATOR_HOST` in production would let anyone in.
 

@@ -1,5 +1,5 @@
 """The language model and the embeddings, through the `openai` SDK against any OpenAI-compatible
-endpoint (`OPENAI_BASE_URL`; ARCHITECTURE.md, "Providers").
+endpoint (`OPENAI_BASE_URL`; docs/architecture.md, "Providers").
 
 Every failure surfaces as one `LLMError` with a sentence a user can read (it becomes a
 conversation's `failure_reason`) and whether trying again may help. `openai` is imported on

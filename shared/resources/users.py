@@ -3,14 +3,58 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import cache
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
 
 from shared.auth.tokens import Caller, forget_account_state
-from shared.core.models import UserPatch, UserProfile
+from shared.core.models import Model, Patch
 from shared.resources.waitlist import waitlist_id
 from shared.store.firestore import db
 
+
+def _known_timezone(value: str) -> str:
+    # Only the IANA names (not the host's `localtime`, `Factory` or `posixrules` files).
+    if value not in _iana_zones():
+        raise ValueError("unknown time zone; use an IANA name such as Europe/Paris")
+    return value
+
+
+@cache
+def _iana_zones() -> frozenset[str]:
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones() - {"localtime", "Factory", "posixrules"})
+
+
+TimeZone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_timezone)]
+Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35)]
+
+
+class UserProfile(Model):
+    uid: str
+    email: str | None = None
+    name: str | None = None
+    timezone: str = "UTC"
+    language: str = "en"
+    terms_accepted: bool = False
+    terms_accepted_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class UserPatch(Patch):
+    terms_accepted: Literal[True] | None = Field(
+        default=None, description="Accept the terms of service (it cannot be withdrawn here)."
+    )
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    timezone: TimeZone | None = None
+    language: Language | None = None
+
+
 # Top-level collections whose documents belong to one user through a `uid` field
-# (ARCHITECTURE.md, "Data"). Everything else a user owns lives under `users/{uid}`.
+# (docs/architecture.md, "Data"). Everything else a user owns lives under `users/{uid}`.
 USER_OWNED_COLLECTIONS = ("api_keys", "idempotency", "usage", "rate_limits")
 
 

@@ -6,7 +6,14 @@ import contextlib
 import hashlib
 from datetime import UTC, datetime
 
+from pydantic import EmailStr, Field
+
+from shared.core.models import Strict
 from shared.store.firestore import db
+
+
+class EmailSignup(Strict):
+    email: EmailStr = Field(max_length=254)
 
 
 def normalized(email: str) -> str:

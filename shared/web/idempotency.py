@@ -1,5 +1,5 @@
 """`Idempotency-Key` on POST: the same key from the same user within 24 h gets the first
-response again, and the work is done once (API.md, "Conventions").
+response again, and the work is done once (docs/api.md, "Idempotency").
 
 A key is reserved by creating `idempotency/{sha256(uid, key)}` (one `create`, which fails if
 the document exists, so two concurrent duplicates cannot both run). The reservation remembers a

@@ -1,4 +1,4 @@
-"""`shared.stt` through the real deepgram-sdk against the Deepgram double (no emulators)."""
+"""`shared.providers.stt` via the real deepgram-sdk against the Deepgram double (no emulators)."""
 
 from __future__ import annotations
 
@@ -301,7 +301,10 @@ def test_a_base_url_that_is_not_a_url_is_not_retryable(monkeypatch):
 
 
 def test_importing_shared_stt_does_not_import_the_sdk():
-    code = "import sys, shared.stt; print('deepgram' in sys.modules, 'websockets' in sys.modules)"
+    code = (
+        "import sys, shared.providers.stt; "
+        "print('deepgram' in sys.modules, 'websockets' in sys.modules)"
+    )
     output = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
