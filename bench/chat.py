@@ -550,7 +550,7 @@ def main() -> int:
         summaries[tree.name], per_tree[tree.name] = summarize(args, by_side[tree.name], wall)
         print(f"== {tree.name} ({tree.commit[:7]}) ==\n{tables(by_side[tree.name])}\n")
     ab = comparison(*by_side.values())
-    print(harness.compare(ab, sides))
+    print(harness.compare(ab, sides, "as each row says; cold starts are medians"))
     ratios = [head / ref for _, ref, head in ab if ref]
     summary = (
         f"HEAD/REF ({args.against} = {sides[0].commit[:7]}): median {statistics.median(ratios):.2f}"

@@ -320,7 +320,7 @@ def main() -> int:
     ab = comparison(by_side) if len(sides) > 1 else []
     results = by_side["HEAD"]
     table, records = report(results, args.target)
-    print(harness.compare(ab, sides) if ab else table)
+    print(harness.compare(ab, sides, "median ms from Popen to the first success") if ab else table)
     failed = [r for r in records if r["pass"] is False]
     measured = [r for r in records if r["pass"] is not None]
     summary = (

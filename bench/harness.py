@@ -238,13 +238,13 @@ def results_name(name: str, against: str | None) -> str:
     return name if against is None else f"{name}_vs_{against.replace('/', '-')}"
 
 
-def compare(rows: Sequence[tuple[str, float, float]], sides: Sequence[Tree]) -> str:
+def compare(rows: Sequence[tuple[str, float, float]], sides: Sequence[Tree], what: str) -> str:
     """An A/B table: per row (label, REF value, HEAD value) both values and HEAD/REF, under a
-    line that says which commits they are."""
+    line that says which commits they are and `what` the values are."""
     ref, head = sides
     table = [("", "REF", "HEAD", "HEAD/REF")]
     table += [(label, f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}" if a else "-") for label, a, b in rows]
-    legend = f"REF = {ref.commit[:7]}, HEAD = this tree ({head.commit[:7]}), medians"
+    legend = f"REF = {ref.commit[:7]}, HEAD = this tree ({head.commit[:7]}): {what}"
     return f"{legend}\n{format_table(table, left={0})}"
 
 
