@@ -617,7 +617,7 @@ def summarize(
 
 def comparison(ref: dict[str, Any], head: dict[str, Any]) -> list[tuple[str, float, float]]:
     """(row, REF, HEAD) for the A/B table: warm latencies and service floors (p50, ms), each
-    N's added p50, turns/s (higher is better) and CPU per turn, and each cold start's median."""
+    N's added p50, wall and CPU per turn, and each cold start's median: lower is better in all."""
     rows = []
     for transport in ("ws", "sse"):
         a, b = (stats(out["warm"][transport]) for out in (ref, head))
@@ -626,7 +626,9 @@ def comparison(ref: dict[str, Any], head: dict[str, Any]) -> list[tuple[str, flo
     rows += [(f"{key} p50 ms", ref["floors"][key], head["floors"][key]) for key in FLOORS[2:]]
     for a, b in zip(ref["rounds"], head["rounds"], strict=True):
         rows.append((f"N={a.chats} added p50 ms", a.p50, b.p50))
-        rows.append((f"N={a.chats} turns/s (higher is better)", a.turns_per_s, b.turns_per_s))
+        rows.append(
+            (f"N={a.chats} wall ms/turn (1000/turns/s)", *(1000 / r.turns_per_s for r in (a, b)))
+        )
         rows.append((f"N={a.chats} rt CPU ms/turn", a.cpu_ms_per_turn, b.cpu_ms_per_turn))
     for key, label in list(COLD.items())[1:]:
         medians = (statistics.median(out["cold"][key]) * 1000 for out in (ref, head))
