@@ -39,6 +39,13 @@ added time), a WS round trip (a binary frame, answered with an `error` event) an
    process a WS chat opens as soon as `/health` answers: its open, and its first delta from the
    send and from process start (a chat that comes before the agent stack is warm waits for it).
 
+`--against REF` (a git ref; HEAD too, for the noise between two runs of the same code) starts a
+second realtime process from a temporary worktree of REF, beside this tree's, each with its own
+users: warm turns alternate between the two (REF first in every other pair), each N runs on one
+and then the other, and each cold-start round starts the floor once and both trees' processes;
+the per-tree tables come first, then each row's median at REF and at HEAD and the ratio HEAD/REF.
+The in-process floors are this tree's code.
+
 The exit code is 0 whatever the verdict; 1 if the realtime process or the stack fails.
 """
 
@@ -46,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -64,7 +72,15 @@ from websockets.exceptions import WebSocketException
 
 from bench import harness
 from bench.cold_start import CONNECT_TIMEOUT, FLOOR, FLOOR_SOURCE, POLL_INTERVAL, Runner, Target
-from bench.harness import BenchError, format_table, note, on_stack, positive_ints, write_results
+from bench.harness import (
+    BenchError,
+    Tree,
+    format_table,
+    note,
+    on_stack,
+    positive_ints,
+    write_results,
+)
 from infra.auth_emulator import AuthEmulator, User
 from infra.local import PROJECT, LocalStack, Service, free_port, uvicorn_service
 from shared.chat.api import CHAT_ID
@@ -79,6 +95,7 @@ EVENT_TIMEOUT = 30.0  # any one event, response or handshake
 MAX_EVENTS = 100  # per turn (a turn here has about ten)
 MAX_TURNS = 10_000  # per chat and round: a bound, not a target
 FLOORS = ("firestore_history", "agent_stack_in_process", "ws_rtt", "http_rtt")
+PROCESS_FLOORS = FLOORS[:2]  # in this process, once a pair of turns whatever the trees
 # The double shares this process: a thread waiting for the GIL would otherwise wait up to 5 ms,
 # the size of what is measured.
 SWITCH_INTERVAL = 0.001
@@ -200,9 +217,19 @@ class Round:
 
 @dataclass
 class Bench:
+    """One tree's realtime process and users; the double and the emulator are shared."""
+
     realtime: Service
     double: Double
     firestore_pgid: int | None
+    tree: Tree
+    users: list[User]
+
+    @property
+    def tag(self) -> str:
+        """What this tree's messages and chats start with: the double tells turns apart by
+        their message."""
+        return self.tree.name.lower()
 
     async def connect(self, user: User, chat_id: str, port: int = 0) -> ClientConnection:
         url = f"ws://127.0.0.1:{port or self.realtime.port}/chats/{chat_id}?token={user.token}"
@@ -211,49 +238,9 @@ class Bench:
     async def ws_sample(self, ws: Connection, message: str) -> Sample:
         return self.double.sample(message, *await ws_turn(ws, message))
 
-    async def warm(self, user: User, samples: int, warmup: int) -> dict[str, list[Any]]:
-        """WS and SSE turns alternating (which goes first, too), each pair followed by one
-        sample of each floor (seconds)."""
-        from shared.chat import agent
-        from shared.resources import chats
-
-        agent.warm()  # the agent floor's SDK, imported now
-        found: dict[str, list[Any]] = {key: [] for key in ("ws", "sse", *FLOORS)}
-        base = f"http://127.0.0.1:{self.realtime.port}"
-        async with (
-            await self.connect(user, "bench-warm") as ws,
-            httpx.AsyncClient(base_url=base, timeout=EVENT_TIMEOUT) as client,
-        ):
-            for i in range(warmup + samples):
-                for transport in ("ws", "sse") if i % 2 else ("sse", "ws"):
-                    message = f"bench-{transport}-{i}"
-                    if transport == "ws":
-                        sample = await self.ws_sample(ws, message)
-                    else:
-                        sample = self.double.sample(message, *await sse_turn(client, user, message))
-                    if i >= warmup:
-                        found[transport].append(sample)
-                began = time.monotonic()
-                await asyncio.to_thread(chats.history, user.uid, CHAT_ID)  # SSE's own read
-                firestore = time.monotonic() - began
-                message = f"bench-agent-{i}"
-                agent_added = self.double.sample(message, *await agent_turn(message)).added
-                began = time.monotonic()
-                await ws.send(b"\x00")  # not a message: an `error` event comes straight back
-                event = json.loads(await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT))
-                ws_rtt = time.monotonic() - began
-                if event["type"] != "error":
-                    raise BenchError(f"a binary frame got {event}")
-                began = time.monotonic()
-                (await client.get("/health")).raise_for_status()
-                floors = (firestore, agent_added, ws_rtt, time.monotonic() - began)
-                for key, value in zip(FLOORS, floors, strict=True) if i >= warmup else []:
-                    found[key].append(value)
-        return found
-
     async def concurrent(self, users: list[User], chats: int, seconds: float) -> Round:
         """`chats` sockets, one unrecorded turn each, then turns back to back for `seconds`."""
-        tag = f"bench-n{chats}"
+        tag = f"{self.tag}-n{chats}"
         sockets = [await self.connect(users[i], f"{tag}-{i}") for i in range(chats)]
         samples: list[Sample] = []
         try:
@@ -294,6 +281,62 @@ class Bench:
             await ws.close()
 
 
+async def warm(benches: list[Bench], samples: int, warmup: int) -> dict[str, dict[str, list[Any]]]:
+    """Per tree: WS and SSE turns alternating (which goes first, too, and which tree), each
+    pair followed by one sample of each floor (seconds; the in-process ones shared)."""
+    from shared.chat import agent
+    from shared.resources import chats
+
+    agent.warm()  # the agent floor's SDK, imported now
+    in_process: dict[str, list[Any]] = {key: [] for key in PROCESS_FLOORS}
+    found: dict[str, dict[str, list[Any]]] = {
+        b.tree.name: {**in_process, **{key: [] for key in ("ws", "sse", *FLOORS[2:])}}
+        for b in benches
+    }
+    async with contextlib.AsyncExitStack() as stack:
+        opened = {}
+        for b in benches:
+            ws = await stack.enter_async_context(await b.connect(b.users[0], "bench-warm"))
+            base = f"http://127.0.0.1:{b.realtime.port}"
+            client = httpx.AsyncClient(base_url=base, timeout=EVENT_TIMEOUT)
+            opened[b.tree.name] = (ws, await stack.enter_async_context(client))
+        for i in range(warmup + samples):
+            record = i >= warmup
+            for tree in harness.alternated([b.tree for b in benches], i):
+                bench = next(b for b in benches if b.tree is tree)
+                ws, client = opened[tree.name]
+                user = bench.users[0]
+                for transport in ("ws", "sse") if i % 2 else ("sse", "ws"):
+                    message = f"{bench.tag}-{transport}-{i}"
+                    if transport == "ws":
+                        sample = await bench.ws_sample(ws, message)
+                    else:
+                        times = await sse_turn(client, user, message)
+                        sample = bench.double.sample(message, *times)
+                    if record:
+                        found[tree.name][transport].append(sample)
+                began = time.monotonic()
+                await ws.send(b"\x00")  # not a message: an `error` event comes straight back
+                event = json.loads(await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT))
+                ws_rtt = time.monotonic() - began
+                if event["type"] != "error":
+                    raise BenchError(f"a binary frame got {event}")
+                began = time.monotonic()
+                (await client.get("/health")).raise_for_status()
+                for key, value in zip(FLOORS[2:], (ws_rtt, time.monotonic() - began), strict=True):
+                    if record:
+                        found[tree.name][key].append(value)
+            began = time.monotonic()
+            await asyncio.to_thread(chats.history, benches[0].users[0].uid, CHAT_ID)  # SSE's read
+            firestore = time.monotonic() - began
+            message = f"bench-agent-{i}"
+            agent_added = benches[0].double.sample(message, *await agent_turn(message)).added
+            for key, value in zip(PROCESS_FLOORS, (firestore, agent_added), strict=True):
+                if record:
+                    in_process[key].append(value)
+    return found
+
+
 async def agent_turn(message: str) -> tuple[float, float]:
     """`shared.agent.Turn` in this process, with a warm chat's history: (t_send, t_first)."""
     from shared.chat.agent import Turn
@@ -306,11 +349,12 @@ async def agent_turn(message: str) -> tuple[float, float]:
 
 
 def start_realtime(
-    env: dict[str, str], log_dir: Path, *, lifespan: bool = True
+    env: dict[str, str], log_dir: Path, tree: Tree, *, lifespan: bool = True
 ) -> tuple[Service, float, float]:
-    """A realtime process once it answers `/health`: it, when it was started (monotonic) and
-    how long it took to answer."""
-    service = uvicorn_service("realtime", "realtime.app:app", free_port(), env)
+    """A realtime process of `tree` once it answers `/health`: it, when it was started
+    (monotonic) and how long it took to answer."""
+    service = uvicorn_service(f"realtime-{tree.name}", "realtime.app:app", free_port(), env)
+    service.cwd, service.env = tree.path, tree.env(service.env or {})
     if not lifespan:
         service.command += ["--lifespan", "off"]
     url = f"http://127.0.0.1:{service.port}/health"
@@ -348,59 +392,84 @@ COLD = {
 
 
 def cold(
-    bench: Bench, env: dict[str, str], user: User, rounds: int, warmup: int, log_dir: Path
-) -> dict[str, list[float]]:
-    """Alternating cold starts, in seconds, keyed as `COLD`."""
-    runner = Runner({**os.environ, **env}, user.token, log_dir)
-    found: dict[str, list[float]] = {key: [] for key in COLD}
+    benches: list[Bench], env: dict[str, str], rounds: int, warmup: int, log_dir: Path
+) -> dict[str, dict[str, list[float]]]:
+    """Alternating cold starts per tree, in seconds, keyed as `COLD` (the floor's shared)."""
+    runner = Runner({**os.environ, **env}, benches[0].users[0].token, log_dir)
+    floors: list[float] = []
+    found = {
+        b.tree.name: {"floor": floors, **{key: [] for key in COLD if key != "floor"}}
+        for b in benches
+    }
     for i in range(warmup + rounds):
-        floor = runner.cold_start(Target(FLOOR, FLOOR_SOURCE)) / 1000
-        bare, _, bare_s = start_realtime(env, log_dir, lifespan=False)
-        bare.stop()
-        service, started, health_s = start_realtime(env, log_dir)
-        try:
-            opened, t_first, first = asyncio.run(bench.first_chat(service.port, user, f"c{i}"))
-        except FAILURES as error:
-            raise BenchError(f"first chat: {error!r}\n{service.log_tail()}") from None
-        finally:
-            service.stop()
-        times = [floor, bare_s, health_s, opened - started - health_s]
-        times += [first.ttfd, t_first - started]
         label = "warm-up" if i < warmup else f"round {i - warmup + 1}/{rounds}"
-        pairs = list(zip(COLD, times, strict=True))
-        note(f"  {label}: " + ", ".join(f"{key} {t * 1000:.0f}" for key, t in pairs) + " ms")
-        for key, value in pairs if i >= warmup else []:
-            found[key].append(value)
+        floor = runner.cold_start(Target(FLOOR, FLOOR_SOURCE)) / 1000
+        note(f"  {label}: floor {floor * 1000:.0f} ms")
+        if i >= warmup:
+            floors.append(floor)
+        for tree in harness.alternated([b.tree for b in benches], i):
+            bench = next(b for b in benches if b.tree is tree)
+            bare, _, bare_s = start_realtime(env, log_dir, tree, lifespan=False)
+            bare.stop()
+            service, started, health_s = start_realtime(env, log_dir, tree)
+            message, user = f"{bench.tag}-c{i}", bench.users[0]
+            try:
+                opened, t_first, first = asyncio.run(bench.first_chat(service.port, user, message))
+            except FAILURES as error:
+                raise BenchError(f"first chat: {error!r}\n{service.log_tail()}") from None
+            finally:
+                service.stop()
+            times = [bare_s, health_s, opened - started - health_s, first.ttfd, t_first - started]
+            pairs = list(zip(list(COLD)[1:], times, strict=True))
+            at = f"@{tree.name} " if len(benches) > 1 else ""
+            note(f"    {at}" + ", ".join(f"{key} {t * 1000:.0f}" for key, t in pairs) + " ms")
+            for key, value in pairs if i >= warmup else []:
+                found[tree.name][key].append(value)
     return found
 
 
-def run(args: argparse.Namespace, stack: LocalStack, log_dir: Path) -> dict[str, Any]:
+def run(
+    args: argparse.Namespace, stack: LocalStack, log_dir: Path, sides: list[Tree]
+) -> dict[str, dict[str, Any]]:
+    """Each tree's results: warm turns, concurrency rounds, floors and cold starts."""
     auth = AuthEmulator(stack.client_env()["FIREBASE_AUTH_EMULATOR_HOST"], PROJECT)
-    users = [auth.sign_up() for _ in range(max(args.chats))]
     firestore = next((s.process for s in stack.services if s.name == "firestore"), None)
     double = Double(args.model_ttft / 1000)
     with double:
         env = {**stack.client_env(), "ENVIRONMENT": "development"}
         env |= {"OPENAI_API_KEY": double.api_key, "OPENAI_BASE_URL": double.url}
         os.environ.update(env)  # for the floors' own clients
-        out: dict[str, Any] = {}
-        realtime, _, _ = start_realtime(env, log_dir)
-        bench = Bench(realtime, double, firestore.pid if firestore else None)
+        out: dict[str, dict[str, Any]] = {tree.name: {"rounds": []} for tree in sides}
+        benches: list[Bench] = []
         try:
+            for tree in sides:
+                users = [auth.sign_up() for _ in range(max(args.chats))]
+                realtime, _, _ = start_realtime(env, log_dir, tree)
+                benches.append(
+                    Bench(realtime, double, firestore.pid if firestore else None, tree, users)
+                )
             note(f"  warm: {args.samples} turns per transport (+{args.warmup} warm-up)")
-            out["warm"] = asyncio.run(bench.warm(users[0], args.samples, args.warmup))
-            out["rounds"] = []
+            found = asyncio.run(warm(benches, args.samples, args.warmup))
             for n in args.chats:
-                r = asyncio.run(bench.concurrent(users, n, args.seconds))
-                out["rounds"].append(r)
-                note(f"  N={n}: added p50 {r.p50:.1f} ms, {len(r.samples)} turns")
+                for tree in harness.alternated(sides, n):
+                    bench = next(b for b in benches if b.tree is tree)
+                    r = asyncio.run(bench.concurrent(bench.users, n, args.seconds))
+                    out[tree.name]["rounds"].append(r)
+                    at = f"@{tree.name}" if len(sides) > 1 else ""
+                    note(f"  N={n}{at}: added p50 {r.p50:.1f} ms, {len(r.samples)} turns")
         except (*FAILURES, BenchError) as error:
-            raise BenchError(f"{error!r}\nrealtime log:\n{realtime.log_tail()}") from None
+            logs = "\n".join(f"{b.realtime.name} log:\n{b.realtime.log_tail()}" for b in benches)
+            raise BenchError(f"{error!r}\n{logs}") from None
         finally:
-            realtime.stop()
-        out["floors"] = {key: round(pct(out["warm"].pop(key), 50), 2) for key in FLOORS}
+            for b in benches:
+                b.realtime.stop()
+        for tree in sides:
+            warm_found = found[tree.name]
+            floors = {key: round(pct(warm_found.pop(key), 50), 2) for key in FLOORS}
+            out[tree.name] |= {"warm": warm_found, "floors": floors}
         note(f"  cold start: {args.rounds} rounds (+{args.cold_warmup} warm-up), alternating")
-        out["cold"] = cold(bench, env, users[0], args.rounds, args.cold_warmup, log_dir)
+        for name, found_cold in cold(benches, env, args.rounds, args.cold_warmup, log_dir).items():
+            out[name]["cold"] = found_cold
     return out
 
 
@@ -452,6 +521,7 @@ def main() -> int:
     add("--added-ms", type=float, default=5.0, help="p50 added bound (default 5)")
     add("--model-ttft", type=float, default=MODEL_TTFT * 1000, help="the double's, ms (50)")
     add("--ratio", type=float, default=1.5, help="bound of /health cold start x floor (1.5)")
+    add("--against", metavar="REF", help="also run a git ref's realtime service, alternating")
     args = parser.parse_args()
     if (
         min(args.samples, args.rounds, args.seconds) <= 0
@@ -460,11 +530,50 @@ def main() -> int:
         parser.error("--samples, --rounds, --seconds must be > 0, the warm-ups and TTFT >= 0")
     sys.setswitchinterval(SWITCH_INTERVAL)
     began, started_at = time.monotonic(), datetime.now(UTC)
-    note(f"chat: one realtime process, the OpenAI double in this one; {os.cpu_count()} cores")
-    out = on_stack(lambda stack, workdir: run(args, stack, workdir), scheduled=False)
+    note(f"chat: realtime processes, the OpenAI double in this one; {os.cpu_count()} cores")
+
+    def work(stack: LocalStack, workdir: Path) -> tuple[list[Tree], dict[str, dict[str, Any]]]:
+        with harness.trees(args.against) as sides:
+            return sides, run(args, stack, workdir, sides)
+
+    sides, by_side = on_stack(work, scheduled=False)
     wall = time.monotonic() - began
 
-    print(tables(out))
+    if len(sides) == 1:
+        print(tables(by_side["HEAD"]))
+        summary, fields = summarize(args, by_side["HEAD"], wall)
+        print(summary, flush=True)
+        write_results("chat", started_at, wall, summary, **fields)
+        return 0
+    summaries, per_tree = {}, {}
+    for tree in sides:
+        summaries[tree.name], per_tree[tree.name] = summarize(args, by_side[tree.name], wall)
+        print(f"== {tree.name} ({tree.commit[:7]}) ==\n{tables(by_side[tree.name])}\n")
+    ab = comparison(*by_side.values())
+    print(harness.compare(ab, sides, "as each row says; cold starts are medians"))
+    ratios = [head / ref for _, ref, head in ab if ref]
+    summary = (
+        f"HEAD/REF ({args.against} = {sides[0].commit[:7]}): median {statistics.median(ratios):.2f}"
+        f" over {len(ab)} rows, largest {max(ratios):.2f}; HEAD alone: {summaries['HEAD']}"
+    )
+    print(summary, flush=True)
+    write_results(
+        harness.results_name("chat", args.against),
+        started_at,
+        wall,
+        summary,
+        against={"ref": args.against, "commit": sides[0].commit},
+        head_commit=sides[-1].commit,
+        trees=per_tree,
+        comparison=harness.comparison_records(ab),
+    )
+    return 0
+
+
+def summarize(
+    args: argparse.Namespace, out: dict[str, Any], wall: float
+) -> tuple[str, dict[str, Any]]:
+    """One tree's summary line and the fields `write_results` keeps of it."""
     warm, rounds, c = out["warm"], out["rounds"], out["cold"]
     ws, sse = (pct([s.added for s in warm[t]], 50) for t in ("ws", "sse"))
     best = max((r.chats for r in rounds if r.p50 < args.added_ms), default=0)
@@ -479,12 +588,7 @@ def main() -> int:
         f"{ratio:.2f}x the floor (target <= {args.ratio:g}x); fresh process's first delta "
         f"{statistics.median(c['from_start']):.2f} s after its start; wall {wall:.0f} s"
     )
-    print(summary, flush=True)
-    write_results(
-        "chat",
-        started_at,
-        wall,
-        summary,
+    fields = dict(
         added_bound_ms=args.added_ms,
         model_ttft_ms=args.model_ttft,
         ratio_bound=args.ratio,
@@ -508,7 +612,28 @@ def main() -> int:
         cold_start_ms={k: [round(v * 1000, 1) for v in values] for k, values in c.items()},
         cold_start_ratio=round(ratio, 3),
     )
-    return 0
+    return summary, fields
+
+
+def comparison(ref: dict[str, Any], head: dict[str, Any]) -> list[tuple[str, float, float]]:
+    """(row, REF, HEAD) for the A/B table: warm latencies and service floors (p50, ms), each
+    N's added p50, wall and CPU per turn, and each cold start's median: lower is better in all."""
+    rows = []
+    for transport in ("ws", "sse"):
+        a, b = (stats(out["warm"][transport]) for out in (ref, head))
+        for key in LATENCY_KEYS:
+            rows.append((f"{transport.upper()} {key} ms", a[f"{key}_ms"], b[f"{key}_ms"]))
+    rows += [(f"{key} p50 ms", ref["floors"][key], head["floors"][key]) for key in FLOORS[2:]]
+    for a, b in zip(ref["rounds"], head["rounds"], strict=True):
+        rows.append((f"N={a.chats} added p50 ms", a.p50, b.p50))
+        rows.append(
+            (f"N={a.chats} wall ms/turn (1000/turns/s)", *(1000 / r.turns_per_s for r in (a, b)))
+        )
+        rows.append((f"N={a.chats} rt CPU ms/turn", a.cpu_ms_per_turn, b.cpu_ms_per_turn))
+    for key, label in list(COLD.items())[1:]:
+        medians = (statistics.median(out["cold"][key]) * 1000 for out in (ref, head))
+        rows.append((f"{label} (ms)", *medians))
+    return rows
 
 
 if __name__ == "__main__":

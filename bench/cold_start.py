@@ -16,6 +16,12 @@ The machine may be shared and noisy, so the runs alternate within one invocation
 route, preferring one that needs a user; a function without a GET route gets its first route
 with a JSON body. The exit code is 0 whatever the ratios (this is a report); it is non-zero only
 if a function fails to start or answers with an error, which is reported with its log.
+
+`--against REF` (a git ref; HEAD too, for the noise between two runs of the same code) also
+starts every function and the libraries floor from a temporary worktree of REF, alternating in
+the same rounds (floor, f1@REF, f1@HEAD, f2@REF, f2@HEAD, ...; HEAD first in every other round),
+and prints each one's median at REF and at HEAD and the ratio HEAD/REF. The floor, which imports
+nothing of the project, runs once a round, from this tree.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from typing import Any
 
 import httpx
 
-from bench.harness import BenchError, format_table, on_stack, write_results
+from bench import harness
+from bench.harness import BenchError, Tree, format_table, on_stack, write_results
 from infra import deployables
 from infra.auth_emulator import AuthEmulator
 from infra.deployables import ROOT
@@ -121,14 +128,15 @@ class Runner:
         self.command = functions_framework_bin()
         self.count = 0
 
-    def cold_start(self, target: Target) -> float:
-        """Milliseconds from just before Popen to the first success response of `target`."""
+    def cold_start(self, target: Target, tree: Tree | None = None) -> float:
+        """Milliseconds from just before Popen to the first success response of `target`,
+        served from `tree` (this one by default)."""
         self.count += 1
         port = free_port()
         url = f"http://127.0.0.1:{port}{target.path}"
         body = {"email": f"bench-{os.getpid()}-{self.count}@example.com"} if target.body else None
         service = Service(
-            target.name,
+            f"{target.name}-{tree.name}" if tree else target.name,
             [
                 self.command,
                 "--source",
@@ -141,8 +149,8 @@ class Runner:
                 "127.0.0.1",
             ],
             port,
-            cwd=ROOT,
-            env=self.env,
+            cwd=tree.path if tree else ROOT,
+            env=tree.env(self.env) if tree else self.env,
         )
         with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
             started = time.perf_counter()
@@ -190,25 +198,45 @@ class Runner:
 
 
 def run(
-    stack: LocalStack, plan: list[Target], rounds: int, warmup: int, log_dir: Path
-) -> list[Result]:
+    stack: LocalStack,
+    plan: list[Target],
+    rounds: int,
+    warmup: int,
+    log_dir: Path,
+    sides: list[Tree],
+) -> dict[str, list[Result]]:
+    """Each side's results in `plan` order (the floor's, from this tree, shared)."""
     env = {**os.environ, **stack.client_env(), "ENVIRONMENT": "development"}
     auth_host = stack.client_env()["FIREBASE_AUTH_EMULATOR_HOST"]
     user = AuthEmulator(auth_host, env["GOOGLE_CLOUD_PROJECT"]).sign_up()
     runner = Runner(env, user.token, log_dir)
-    results = [Result(target) for target in plan]
+    head = sides[-1]
+    results = {side.name: [Result(target) for target in plan] for side in sides}
+    for side in sides:
+        results[side.name][0] = results[head.name][0]
     width = max(len(target.name) for target in plan)
     for index in range(warmup + rounds):
         warming = index < warmup
         label = f"warm-up {index + 1}" if warming else f"round {index - warmup + 1}/{rounds}"
         times = []
-        for result in results:
-            elapsed = runner.cold_start(result.target)
-            times.append(f"{result.target.name} {elapsed:.0f}")
-            if not warming:
-                result.samples_ms.append(elapsed)
+        for k, target in enumerate(plan):
+            for side in [head] if target.name == FLOOR else harness.alternated(sides, index):
+                elapsed = runner.cold_start(target, side if len(sides) > 1 else None)
+                at = f"@{side.name}" if len(sides) > 1 and target.name != FLOOR else ""
+                times.append(f"{target.name}{at} {elapsed:.0f}")
+                if not warming:
+                    results[side.name][k].samples_ms.append(elapsed)
         print(f"  {label:<{width + 8}} " + ", ".join(times) + " ms", file=sys.stderr, flush=True)
     return results
+
+
+def comparison(results: dict[str, list[Result]]) -> list[tuple[str, float, float]]:
+    """(function and probe, REF median, HEAD median) of every row, the floor's first."""
+    ref, head = results.values()
+    return [
+        (f"{a.target.name} {a.target.probe}", a.median, b.median)
+        for a, b in zip(ref, head, strict=True)
+    ]
 
 
 def report(results: list[Result], target_ratio: float) -> tuple[str, list[dict[str, Any]]]:
@@ -265,6 +293,9 @@ def main() -> int:
         "--target", type=float, default=1.2, help="pass if median <= TARGET x floor (1.2)"
     )
     parser.add_argument("--warmup", type=int, default=1, help="unrecorded rounds first (default 1)")
+    parser.add_argument(
+        "--against", metavar="REF", help="also run a git ref's functions, alternating (A/B)"
+    )
     args = parser.parse_args()
     if args.rounds < 1 or args.warmup < 0:
         parser.error("--rounds must be >= 1 and --warmup >= 0")
@@ -278,11 +309,18 @@ def main() -> int:
         file=sys.stderr,
         flush=True,
     )
-    results = on_stack(lambda stack, workdir: run(stack, plan, args.rounds, args.warmup, workdir))
+
+    def work(stack: LocalStack, workdir: Path) -> tuple[list[Tree], dict[str, list[Result]]]:
+        with harness.trees(args.against) as sides:
+            return sides, run(stack, plan, args.rounds, args.warmup, workdir, sides)
+
+    sides, by_side = on_stack(work)
     wall = time.monotonic() - began
 
+    ab = comparison(by_side) if len(sides) > 1 else []
+    results = by_side["HEAD"]
     table, records = report(results, args.target)
-    print(table)
+    print(harness.compare(ab, sides, "median ms from Popen to the first success") if ab else table)
     failed = [r for r in records if r["pass"] is False]
     measured = [r for r in records if r["pass"] is not None]
     summary = (
@@ -299,10 +337,22 @@ def main() -> int:
         f"floor, and the slowest function {worst['ratio_to_libs_floor']:.2f}x it "
         f"({worst['function']})"
     )
+    extra: dict[str, Any] = {}
+    if ab:
+        ratios = [head / ref for _, ref, head in ab[1:]]
+        slowest = max(range(len(ratios)), key=ratios.__getitem__)
+        summary = (
+            f"HEAD/REF ({args.against} = {sides[0].commit[:7]}): median "
+            f"{statistics.median(ratios):.2f}, largest {ratios[slowest]:.2f} "
+            f"({ab[1 + slowest][0]}); HEAD alone: {summary}"
+        )
+        extra["against"] = {"ref": args.against, "commit": sides[0].commit}
+        extra["head_commit"] = sides[-1].commit
+        extra["ref_functions"] = report(by_side["REF"], args.target)[1]
+        extra["comparison"] = harness.comparison_records(ab)
     print(summary, flush=True)
-
     write_results(
-        "cold_start",
+        harness.results_name("cold_start", args.against),
         started_at,
         wall,
         summary,
@@ -311,6 +361,7 @@ def main() -> int:
         target_ratio=args.target,
         floor_median_ms=round(results[0].median, 1),
         functions=records,
+        **extra,
     )
     return 0
 

@@ -1,7 +1,9 @@
 """What every benchmark's `main` shares: a local stack in a scratch directory, stopped whatever
 happens (SIGTERM acts like Ctrl-C), failures turned into exit codes, and results written as JSON
 with the machine's context beside them; and CPU time from /proc, for a benchmark that reports what
-its load cost a server process, an emulator (a process group) or the whole machine."""
+its load cost a server process, an emulator (a process group) or the whole machine. With
+`--against REF` a benchmark also runs an earlier commit's processes beside this tree's (`trees`,
+`compare`)."""
 
 from __future__ import annotations
 
@@ -9,9 +11,12 @@ import json
 import os
 import platform
 import signal
+import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from glob import glob
 from pathlib import Path
@@ -157,3 +162,100 @@ def positive_ints(text: str) -> list[int]:
     if not values or values[0] < 1:
         raise argparse.ArgumentTypeError("a comma-separated list of positive integers")
     return values
+
+
+@dataclass(frozen=True)
+class Tree:
+    """A source tree whose processes a benchmark starts: this one ("HEAD") or a temporary
+    worktree of the commit it is compared with ("REF")."""
+
+    name: str
+    path: Path
+    commit: str
+
+    def env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """`env` with this tree first on PYTHONPATH: the venv's editable install points at
+        another checkout, and a process of this tree must import this tree's modules."""
+        paths = [str(self.path), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+        return {**env, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def _git(*args: str, cwd: Path = ROOT) -> str:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+    if done.returncode:
+        raise BenchError(f"git {' '.join(args)}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def _check_imports(tree: Tree) -> None:
+    """A child started as the benchmark starts the tree's servers (cwd and PYTHONPATH; `-P`, so
+    that the current directory alone cannot make it pass) must import `shared` from the tree."""
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", "import shared; print(shared.__file__)"],
+        cwd=tree.path,
+        env=tree.env(os.environ),
+        capture_output=True,
+        text=True,
+    )
+    found = done.stdout.strip()
+    if done.returncode or not Path(found).is_relative_to(tree.path):
+        raise BenchError(f"{tree.name} imports shared from {found!r}: {done.stderr.strip()}")
+    note(f"  {tree.name} = {tree.commit[:7]} at {tree.path}: shared from {found}")
+
+
+@contextmanager
+def trees(against: str | None) -> Iterator[list[Tree]]:
+    """[this tree], or with `against` (a git ref) [a temporary worktree of it, this tree]; the
+    worktree is removed afterwards."""
+    head = Tree("HEAD", ROOT, _git("rev-parse", "HEAD"))
+    if against is None:
+        yield [head]
+        return
+    commit = _git("rev-parse", "--verify", f"{against}^{{commit}}")
+    if _git("status", "--porcelain", "--untracked-files=no"):
+        note("  this tree has uncommitted changes: HEAD below means the tree as it is")
+    with tempfile.TemporaryDirectory(prefix="mnemo-bench-ref-") as scratch:
+        path = Path(scratch) / "tree"
+        _git("worktree", "add", "--quiet", "--detach", str(path), commit)
+        try:
+            sides = [Tree("REF", path, commit), head]
+            for tree in sides:
+                _check_imports(tree)
+            yield sides
+        finally:
+            _git("worktree", "remove", "--force", str(path))
+
+
+def alternated(sides: Sequence[Tree], index: int) -> Sequence[Tree]:
+    """The order of round `index`: REF first in even rounds, HEAD first in odd ones, so that
+    neither always runs on the other's warm caches."""
+    return sides if index % 2 == 0 else sides[::-1]
+
+
+def results_name(name: str, against: str | None) -> str:
+    """`name`, or for a comparison `name_vs_<ref>` (its own file: one run against the earlier
+    commit and one against HEAD are read together)."""
+    return name if against is None else f"{name}_vs_{against.replace('/', '-')}"
+
+
+def compare(rows: Sequence[tuple[str, float, float]], sides: Sequence[Tree], what: str) -> str:
+    """An A/B table: per row (label, REF value, HEAD value) both values and HEAD/REF, under a
+    line that says which commits they are and `what` the values are."""
+    ref, head = sides
+    table = [("", "REF", "HEAD", "HEAD/REF")]
+    table += [(label, f"{a:.1f}", f"{b:.1f}", f"{b / a:.2f}" if a else "-") for label, a, b in rows]
+    legend = f"REF = {ref.commit[:7]}, HEAD = this tree ({head.commit[:7]}): {what}"
+    return f"{legend}\n{format_table(table, left={0})}"
+
+
+def comparison_records(rows: Sequence[tuple[str, float, float]]) -> list[dict[str, Any]]:
+    """The rows of `compare` for `write_results`."""
+    return [
+        {
+            "row": label,
+            "ref": round(a, 2),
+            "head": round(b, 2),
+            "ratio": round(b / a, 3) if a else None,
+        }
+        for label, a, b in rows
+    ]
