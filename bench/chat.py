@@ -66,7 +66,10 @@ from bench import harness
 from bench.cold_start import CONNECT_TIMEOUT, FLOOR, FLOOR_SOURCE, POLL_INTERVAL, Runner, Target
 from bench.harness import BenchError, format_table, note, on_stack, positive_ints, write_results
 from infra.auth_emulator import AuthEmulator, User
-from infra.local import PROJECT, LocalStack, Service, free_port, uvicorn_service
+from infra.emulators import PROJECT
+from infra.local import LocalStack
+from infra.ports import free_port
+from infra.services import Service, uvicorn_service
 from shared.chat.api import CHAT_ID
 from tests.support.openai_double import OpenAIDouble, RecordedRequest, Reply, text
 
