@@ -82,7 +82,10 @@ from bench.harness import (
     write_results,
 )
 from infra.auth_emulator import AuthEmulator, User
-from infra.local import PROJECT, LocalStack, Service, free_port, uvicorn_service
+from infra.emulators import PROJECT
+from infra.local import LocalStack
+from infra.ports import free_port
+from infra.services import Service, uvicorn_service
 from shared.chat.api import CHAT_ID
 from tests.support.openai_double import OpenAIDouble, RecordedRequest, Reply, text
 

@@ -43,7 +43,9 @@ from bench.harness import BenchError, Tree, format_table, on_stack, write_result
 from infra import deployables
 from infra.auth_emulator import AuthEmulator
 from infra.deployables import ROOT
-from infra.local import LocalStack, Service, free_port
+from infra.local import LocalStack
+from infra.ports import free_port
+from infra.services import Service
 from shared.auth.tokens import Access
 from shared.web.router import Route, Router
 

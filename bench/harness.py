@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from infra.deployables import ROOT
-from infra.local import LocalStack, Ports
+from infra.local import LocalStack
+from infra.ports import Ports
 
 RESULTS_DIR = ROOT / "bench" / "results"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

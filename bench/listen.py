@@ -41,7 +41,9 @@ from websockets.exceptions import ConnectionClosed
 from bench import harness
 from bench.harness import BenchError, format_table, note, on_stack, positive_ints, write_results
 from infra.auth_emulator import AuthEmulator, User
-from infra.local import LocalStack, Service, free_port, uvicorn_service
+from infra.local import LocalStack
+from infra.ports import free_port
+from infra.services import Service, uvicorn_service
 from tests.support.deepgram_double import Connection, DeepgramDouble, results, word
 
 SAMPLE_RATE = 16000

@@ -49,7 +49,10 @@ from typing import Any
 from bench import harness
 from bench.harness import BenchError, format_table, note, on_stack, write_results
 from infra import deployables
-from infra.local import PROJECT, LocalStack, Service, free_port
+from infra.emulators import PROJECT
+from infra.local import LocalStack
+from infra.ports import free_port
+from infra.services import Service
 from shared.resources.conversations import FINISHED_TOPIC
 from shared.store import pubsub
 from tests.support import seed

@@ -44,7 +44,9 @@ from bench.cold_start import (
 from bench.harness import BenchError, format_table, on_stack, write_results
 from infra.auth_emulator import AuthEmulator
 from infra.deployables import ROOT
-from infra.local import LocalStack, Service, free_port
+from infra.local import LocalStack
+from infra.ports import free_port
+from infra.services import Service
 from shared.providers.llm import EMBEDDING_DIMENSIONS
 from shared.resources.memories import EMBEDDING_FIELD
 

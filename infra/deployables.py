@@ -1,8 +1,10 @@
 """Mnemo's deployables, read from the two files that declare them.
 
-`infra/resources.yaml` lists the functions, topics and subscription policy; `firebase.json`'s
-hosting rewrites map REST URLs to functions. The local stack, the deploy, the OpenAPI document
-and the tests all read them through here, so nothing lists a function, topic or route twice.
+`infra/resources.yaml` lists the functions, topics, subscription policy, secrets and the realtime
+service; `firebase.json`'s hosting rewrites map REST URLs to functions (it also holds the
+emulators' ports and the Firestore rules and indexes). The local stack, the deploy, the functions'
+OpenAPI document and the tests all read them through here, so nothing lists a function, topic or
+route twice.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository root; this is infra/deployables.py
 RESOURCES_FILE = ROOT / "infra" / "resources.yaml"
 FIREBASE_FILE = ROOT / "firebase.json"
 DEAD_LETTER_SUFFIX = ".dead-letter"

@@ -20,19 +20,16 @@ from functions_framework import create_app
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import realtime.app
 from infra import deployables
 from infra.deployables import ROOT
-from realtime import app as realtime
-from shared.core.logging import get_logger
 
 EVENTS_PREFIX = "/_events/"
-
-log = get_logger("gateway")
 
 
 class Gateway:
     def __init__(self) -> None:
-        self.realtime: ASGIApp = realtime.app
+        self.realtime: ASGIApp = realtime.app.app
         self.http: dict[str, ASGIApp] = {}
         self.events: dict[str, ASGIApp] = {}
         for fn in deployables.functions():
@@ -43,7 +40,7 @@ class Gateway:
             (self.events if fn.event_driven else self.http)[fn.name] = asgi
 
     def _is_realtime(self, scope: Scope) -> bool:
-        return any(route.matches(scope)[0] is not Match.NONE for route in realtime.routes)
+        return any(route.matches(scope)[0] is not Match.NONE for route in realtime.app.routes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan" or self._is_realtime(scope):

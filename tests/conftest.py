@@ -16,7 +16,10 @@ import httpx
 import pytest
 
 from infra.auth_emulator import AuthEmulator, User
-from infra.local import PROJECT, STOP_SIGNALS, LocalStack, Ports, handling, interrupt
+from infra.emulators import PROJECT
+from infra.local import LocalStack
+from infra.ports import Ports
+from infra.signals import STOP_SIGNALS, handling, interrupt
 from shared.core import settings as settings_module
 from tests.support.deepgram_double import DeepgramDouble
 from tests.support.openai_double import OpenAIDouble

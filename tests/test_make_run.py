@@ -14,7 +14,8 @@ import pytest
 
 from infra.auth_emulator import AuthEmulator
 from infra.deployables import ROOT
-from infra.local import PROJECT, free_port, port_open
+from infra.emulators import PROJECT
+from infra.ports import free_port, port_open
 
 pytestmark = pytest.mark.slow
 

@@ -210,7 +210,7 @@ def test_pub_sub_down_after_the_move_answers_processing_and_the_sweep_requeues_i
     from functions_framework import create_app
 
     from infra.deployables import ROOT
-    from infra.local import free_port
+    from infra.ports import free_port
     from shared.pipeline import sweep
     from shared.store import pubsub
 

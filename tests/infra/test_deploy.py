@@ -7,13 +7,16 @@ from __future__ import annotations
 import ast
 import dataclasses
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from infra import deploy, deployables
-from infra.deploy import Step, Target, default_invoker, plan
+from infra import deployables
+from infra.deploy import runner
+from infra.deploy.plan import plan
+from infra.deploy.steps import Step, Target, default_invoker
 from infra.deployables import ROOT
 from shared.core.settings import Settings
 
@@ -228,10 +231,10 @@ def test_a_timeout_beyond_pubsubs_ack_deadline_limit_is_refused(monkeypatch):
 
 
 def test_an_iam_step_is_tried_again_while_a_new_account_propagates(tmp_path, monkeypatch):
-    monkeypatch.setattr(deploy, "RETRY_SECONDS", 0)
+    monkeypatch.setattr(runner, "RETRY_SECONDS", 0)
     marker = tmp_path / "failed-once"
     flaky = ("sh", "-c", f'test -e "{marker}" || {{ touch "{marker}"; exit 1; }}')
-    deploy.run([Step("flaky binding", flaky, attempts=2)], "p", dry_run=False)
+    runner.run([Step("flaky binding", flaky, attempts=2)], "p", dry_run=False)
     assert marker.exists()
-    with pytest.raises(deploy.subprocess.CalledProcessError):
-        deploy.run([Step("failing", ("false",), attempts=2)], "p", dry_run=False)
+    with pytest.raises(subprocess.CalledProcessError):
+        runner.run([Step("failing", ("false",), attempts=2)], "p", dry_run=False)

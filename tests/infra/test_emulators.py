@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from infra import deployables
-from infra.local import PROJECT, Ticker
+from infra.emulators import PROJECT
+from infra.scheduler import Ticker
 from shared.store.pubsub import publish
 from tests.support.pubsub import tap
 

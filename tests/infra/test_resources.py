@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from infra import deployables
-from infra.deploy import Target, plan
+from infra.deploy.plan import plan
+from infra.deploy.steps import Target
 from infra.deployables import ROOT
 
 TARGET = Target(

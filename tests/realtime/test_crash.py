@@ -14,7 +14,8 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from infra.local import Service, free_port, uvicorn_service
+from infra.ports import free_port
+from infra.services import Service, uvicorn_service
 from tests.realtime.test_listen import _stored_segments, _stream, tone
 from tests.support.deepgram_double import results, word
 

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocket
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from infra.local import free_port
+from infra.ports import free_port
 from realtime.app import health
 from realtime.auth import authenticate_websocket
 from realtime.connections import ConnectionCounter

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from infra.local import PROJECT
+from infra.emulators import PROJECT
 
 
 @dataclass(frozen=True)

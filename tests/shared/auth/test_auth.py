@@ -129,7 +129,7 @@ def test_forgetting_an_account_makes_the_next_request_ask_again(stack, user, get
 
 
 def test_an_unreachable_identity_service_is_503_not_a_crash(stack, user, monkeypatch):
-    from infra.local import free_port
+    from infra.ports import free_port
 
     monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
     down = firebase_admin.initialize_app(options={"projectId": "demo-mnemo"}, name="down")

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from infra.deployables import ROOT
-from infra.local import free_port
+from infra.ports import free_port
 from shared.providers.stt import (
     DeepgramSpeechToText,
     SpeechToTextUnavailable,
