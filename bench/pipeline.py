@@ -53,8 +53,8 @@ from infra.emulators import PROJECT
 from infra.local import LocalStack
 from infra.ports import free_port
 from infra.services import Service
-from shared.resources.conversations import FINISHED_TOPIC
 from shared.store import pubsub
+from shared.store.topics import ConversationFinished
 from tests.support import seed
 from tests.support.openai_double import OpenAIDouble, RecordedRequest, Reply, json_content
 
@@ -306,7 +306,7 @@ class Bench:
         """Publish for `uids` at once, as the service publishes; wait for the pushes, or for the
         conversations completed and their events out (a tail is not the next one's time)."""
         publisher = pubsub.publisher()
-        path = pubsub.topic_path(FLOOR_TOPIC if floor else FINISHED_TOPIC)
+        path = pubsub.topic_path(FLOOR_TOPIC if floor else ConversationFinished.topic)
         futures = []
         for uid in uids:
             data = {"uid": uid, "conversation_id": self.cids.get(uid, uid), "reason": "bench"}

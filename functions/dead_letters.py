@@ -17,9 +17,10 @@ from cloudevents.http import CloudEvent
 
 from shared.core.errors import ApiError
 from shared.core.logging import get_logger
-from shared.resources import conversations
+from shared.resources import lifecycle
 from shared.store import documents
 from shared.store.firestore import db
+from shared.store.topics import ConversationFinished
 
 log = get_logger("dead_letters")
 
@@ -43,18 +44,23 @@ def dead_letters(event: CloudEvent) -> None:
         "message dead-lettered after its last delivery attempt",
         extra={"subscription": source, "message_id": event["id"]},
     )
-    if source.startswith(f"{conversations.FINISHED_TOPIC}.") and "conversation_id" in attributes:
-        _fail_conversation(attributes["uid"], attributes["conversation_id"], attributes)
+    if source.startswith(f"{ConversationFinished.topic}."):
+        try:
+            finished = ConversationFinished.parse(message)
+        except ValueError:
+            return  # the record above is all there is to keep
+        _fail_conversation(finished, attributes)
 
 
-def _fail_conversation(uid: str, conversation_id: str, attributes: dict[str, str]) -> None:
+def _fail_conversation(finished: ConversationFinished, attributes: dict[str, str]) -> None:
+    uid, conversation_id = finished.uid, finished.conversation_id
     try:
-        stored = documents.document(uid, conversations.COLLECTION, conversation_id).get()
+        stored = documents.document(uid, lifecycle.COLLECTION, conversation_id).get()
     except ApiError:  # not an id of ours: the record above is all there is to keep
         log.error("a dead-lettered message names no conversation", extra={"id": conversation_id})
         return
     last_error = (stored.to_dict() or {}).get("last_error") or "it was interrupted every time"
     attempts = attributes.get("CloudPubSubDeadLetterSourceDeliveryCount", "several")
     reason = f"Post-processing failed after {attempts} attempts: {last_error}."
-    if conversations.fail(uid, conversation_id, reason):
+    if lifecycle.mark_failed(uid, conversation_id, reason):
         log.error("conversation failed", extra={"conversation_id": conversation_id})

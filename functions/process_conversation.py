@@ -3,13 +3,10 @@
 A CloudEvent built by functions-framework from the Pub/Sub push (the local emulator pushes
 exactly as production does). Returning acknowledges the message; raising answers 500 and Pub/Sub
 delivers it again with backoff, then to the dead-letter topic (`dead_letters` marks the
-conversation `failed`). See `shared.processing` for why redelivery is harmless.
+conversation `failed`). See `shared.pipeline.processing` for why redelivery is harmless.
 """
 
 from __future__ import annotations
-
-import base64
-import json
 
 import functions_framework
 from cloudevents.http import CloudEvent
@@ -17,19 +14,19 @@ from cloudevents.http import CloudEvent
 from shared.core.logging import get_logger
 from shared.pipeline import processing
 from shared.providers.llm import LLMError
+from shared.store.topics import ConversationFinished
 
 log = get_logger("process_conversation")
 
 
 @functions_framework.cloud_event
 def process_conversation(event: CloudEvent) -> None:
-    message = event.data["message"]
     try:
-        payload = json.loads(base64.b64decode(message.get("data") or b""))
-        uid, conversation_id = str(payload["uid"]), str(payload["conversation_id"])
-    except (ValueError, KeyError, TypeError):
+        finished = ConversationFinished.parse(event.data["message"])
+    except ValueError:
         log.error("dropped a message that names no conversation", extra={"id": event["id"]})
         return  # acknowledged: no delivery of it could ever succeed
+    uid, conversation_id = finished.uid, finished.conversation_id
     try:
         outcome = processing.process(uid, conversation_id)
     except LLMError as error:

@@ -1,5 +1,5 @@
 """Post-processing: a finished conversation becomes a title, an overview, action items, events
-and memories (ARCHITECTURE.md, "Flow of one conversation", step 5).
+and memories (docs/architecture.md, "Flow of a conversation").
 
 Pub/Sub delivers at least once, and the function may die at any point, so:
 
@@ -8,9 +8,9 @@ Pub/Sub delivers at least once, and the function may die at any point, so:
   `processing`: a redelivery (or a second message) after it finds `completed` and stops, and a
   crash before it leaves nothing behind. Memory and action item ids derive from the
   conversation (`<id>-m<i>`, `<id>-a<i>`), and a reprocess replaces what the earlier run made;
-- app events (`conversation_completed`, one `memory_created` per new memory) are published after
-  the commit, and `events_published` is set once they are out; if the delivery dies in between,
-  the sweep publishes them. Their ids are stable, so the webhook delivery can drop a repeat;
+- app events (`shared.pipeline.events`) are published after the commit, and `events_published`
+  is set once they are out; if the delivery dies in between, the sweep publishes them. Their ids
+  are stable, so the webhook delivery can drop a repeat;
 - a failed LLM call is recorded (`last_error`) and raised, so Pub/Sub retries with backoff; after
   the last attempt the message reaches the dead-letter topic and `dead_letters` marks the
   conversation `failed` with that error as its `failure_reason`.
@@ -22,22 +22,24 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.core.logging import get_logger
+from shared.pipeline.events import publish_events
 from shared.providers import llm
-from shared.resources import action_items, conversations, memories
+from shared.resources import action_items, conversations, lifecycle, memories
 from shared.resources.conversations import ConversationCategory, ConversationStatus
 from shared.store import documents
 from shared.store.firestore import db
-from shared.store.pubsub import publish
+
+if TYPE_CHECKING:
+    from google.cloud.firestore import Transaction
 
 log = get_logger("processing")
 
-APP_EVENT_TOPIC = "app.event"
 MAX_MEMORIES = 4
 # Cosine similarity above which a new memory repeats one the user already has.
 DUPLICATE_SIMILARITY = 0.9
@@ -133,7 +135,7 @@ def process(uid: str, conversation_id: str) -> Outcome:
         vectors = llm.embed([summary, *extracted_memories])
     except llm.LLMError as error:
         if not error.retryable:
-            conversations.fail(uid, conversation_id, f"Post-processing failed: {error.reason}.")
+            lifecycle.mark_failed(uid, conversation_id, f"Post-processing failed: {error.reason}.")
             return Outcome("failed")
         reference.update({"last_error": error.reason})
         raise
@@ -170,33 +172,6 @@ def context(uid: str, conversation: dict[str, Any], zone: ZoneInfo) -> str:
         )
         lines.append(f"[{_clock(segment.get('start', 0.0))}] {who}: {segment.get('text', '')}")
     return "\n".join(lines)
-
-
-def publish_events(
-    uid: str, conversation_id: str, memory_ids: tuple[str, ...], completed_at: datetime
-) -> None:
-    """Publish the app events of a conversation completed at `completed_at`, then note that
-    they are out. An event's id names its subject, its type and the completion, so publishing
-    the same completion again repeats the ids (receivers drop the repeats) while a reprocess,
-    which completes the conversation anew, gets new ones."""
-    completion = completed_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    events: list[dict[str, Any]] = [
-        {"type": "conversation_completed", "conversation_id": conversation_id},
-        *({"type": "memory_created", "memory_id": memory_id} for memory_id in memory_ids),
-    ]
-    for event in events:
-        subject = event.get("memory_id", conversation_id)
-        event_id = f"{subject}.{event['type']}.{completion}"
-        publish(
-            APP_EVENT_TOPIC,
-            {**event, "id": event_id, "uid": uid, "conversation_id": conversation_id},
-            uid=uid,
-            type=event["type"],
-            event_id=event_id,
-        )
-    documents.document(uid, conversations.COLLECTION, conversation_id).update(
-        {"events_published": True}
-    )
 
 
 def _memory_texts(texts: list[str]) -> list[str]:
@@ -252,100 +227,106 @@ def _commit(
     new_memories: list[tuple[str, list[float]]],
 ) -> tuple[tuple[str, ...], datetime] | None:
     """Write everything and mark the conversation `completed`, in one transaction that checks it
-    is still `processing`. Returns the new memories' ids and the completion time, or None if it
-    was not processing."""
-    from google.cloud import firestore
+    is still `processing` (`lifecycle.complete`). Returns the new memories' ids and the
+    completion time, or None if it was not processing."""
     from google.cloud.firestore_v1.vector import Vector
 
-    conversation = documents.document(uid, conversations.COLLECTION, conversation_id)
-    # What an action item may be (`shared.action_items.Description`): 1..500 characters.
-    tasks = [
+    tasks = _action_items(extraction)
+    memory_ids = tuple(f"{conversation_id}-m{i}" for i in range(len(new_memories)))
+
+    def write(transaction: Transaction, current: dict[str, Any], now: datetime) -> dict[str, Any]:
+        memory_rows = zip(memory_ids, new_memories, strict=True)
+        written = {
+            *(_write_memory(transaction, uid, conversation_id, *row, now) for row in memory_rows),
+            *(
+                _write_action_item(transaction, uid, conversation_id, index, item, zone, now)
+                for index, item in enumerate(tasks)
+            ),
+        }
+        # What an earlier run made, by path: replaced above, or deleted if this run has no such
+        # item. (Read from the conversation, not queried: a query in a transaction locks far
+        # more in the emulator, and concurrent deliveries then time out on each other's locks.)
+        for path in current.get(DERIVED_FIELD, []):
+            if path not in written:
+                transaction.delete(db().document(path))
+        return {
+            "structured": _structured(extraction, tasks, zone),
+            conversations.SUMMARY_EMBEDDING_FIELD: Vector(summary_vector),
+            "new_memory_ids": list(memory_ids),
+            DERIVED_FIELD: sorted(written),
+        }
+
+    completed_at = lifecycle.complete(uid, conversation_id, [DERIVED_FIELD], write)
+    return (memory_ids, completed_at) if completed_at is not None else None
+
+
+def _action_items(extraction: Extraction) -> list[ExtractedActionItem]:
+    """The model's action items that can be stored: what an action item may be
+    (`shared.resources.action_items.Description`) is 1..500 characters."""
+    return [
         item.model_copy(update={"description": item.description.strip()[:500]})
         for item in extraction.action_items
         if item.description.strip()
     ]
-    memory_ids = tuple(f"{conversation_id}-m{i}" for i in range(len(new_memories)))
 
-    @firestore.transactional
-    def write(transaction: firestore.Transaction) -> datetime | None:
-        current = conversation.get(
-            transaction=transaction, field_paths=["status", DERIVED_FIELD]
-        ).to_dict()
-        if (current or {}).get("status") != ConversationStatus.processing:
-            return None
-        now = datetime.now(UTC)
-        # What an earlier run made, by path: replaced, or deleted if this run has no such item.
-        # (Read from the conversation, not queried: a query in a transaction locks far more in
-        # the emulator, and concurrent deliveries then time out on each other's locks.)
-        earlier = [db().document(path) for path in (current or {}).get(DERIVED_FIELD, [])]
-        written = set()
-        for memory_id, (text, vector) in zip(memory_ids, new_memories, strict=True):
-            reference = documents.collection(uid, memories.COLLECTION).document(memory_id)
-            fields = {
-                "content": text,
-                "category": memories.MemoryCategory.interesting.value,
-                "conversation_id": conversation_id,
-                "manually_added": False,
-                "created_at": now,
-                "updated_at": now,
-                **memories.search_fields(text, vector),
-            }
-            transaction.set(reference, fields)
-            written.add(reference.path)
-        for index, item in enumerate(tasks):
-            reference = documents.collection(uid, action_items.COLLECTION).document(
-                f"{conversation_id}-a{index}"
-            )
-            transaction.set(
-                reference,
-                {
-                    "description": item.description,
-                    "completed": False,
-                    "due_at": _when(item.due_at, zone),
-                    "completed_at": None,
-                    "conversation_id": conversation_id,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            written.add(reference.path)
-        for reference in earlier:
-            if reference.path not in written:
-                transaction.delete(reference)
-        transaction.update(
-            conversation,
+
+def _write_memory(
+    transaction: Transaction,
+    uid: str,
+    conversation_id: str,
+    memory_id: str,
+    memory: tuple[str, list[float]],
+    now: datetime,
+) -> str:
+    """Store one new memory (text and embedding) in `transaction`; its path."""
+    text, vector = memory
+    reference = documents.collection(uid, memories.COLLECTION).document(memory_id)
+    category = memories.MemoryCategory.interesting
+    transaction.set(reference, memories.stored_memory(text, category, conversation_id, vector, now))
+    return str(reference.path)
+
+
+def _write_action_item(
+    transaction: Transaction,
+    uid: str,
+    conversation_id: str,
+    index: int,
+    item: ExtractedActionItem,
+    zone: ZoneInfo,
+    now: datetime,
+) -> str:
+    """Store the conversation's action item number `index` in `transaction`; its path."""
+    reference = documents.collection(uid, action_items.COLLECTION).document(
+        f"{conversation_id}-a{index}"
+    )
+    due_at = _when(item.due_at, zone)
+    transaction.set(
+        reference, action_items.stored_action_item(item.description, due_at, conversation_id, now)
+    )
+    return str(reference.path)
+
+
+def _structured(
+    extraction: Extraction, tasks: list[ExtractedActionItem], zone: ZoneInfo
+) -> dict[str, Any]:
+    """The conversation's `structured` field: the extraction, with its times in UTC."""
+    return {
+        "title": extraction.title,
+        "overview": extraction.overview,
+        "emoji": extraction.emoji,
+        "category": extraction.category.value,
+        "action_items": [item.description for item in tasks],
+        "events": [
             {
-                "status": ConversationStatus.completed.value,
-                "structured": {
-                    "title": extraction.title,
-                    "overview": extraction.overview,
-                    "emoji": extraction.emoji,
-                    "category": extraction.category.value,
-                    "action_items": [item.description for item in tasks],
-                    "events": [
-                        {
-                            "title": event.title,
-                            "description": event.description,
-                            "start": start,
-                            "duration": max(1, event.duration),
-                        }
-                        for event in extraction.events
-                        if (start := _when(event.start, zone)) is not None
-                    ],
-                },
-                conversations.SUMMARY_EMBEDDING_FIELD: Vector(summary_vector),
-                "completed_at": now,
-                "failure_reason": None,
-                "last_error": None,
-                "events_published": False,
-                "new_memory_ids": list(memory_ids),
-                DERIVED_FIELD: sorted(written),
-            },
-        )
-        return now
-
-    completed_at: datetime | None = write(db().transaction())
-    return (memory_ids, completed_at) if completed_at is not None else None
+                "title": event.title,
+                "description": event.description,
+                "start": start,
+                "duration": max(1, event.duration),
+            }
+            for event in extraction.events
+            if (start := _when(event.start, zone)) is not None
+        ],
+    }
 
 
 def _timezone(uid: str) -> ZoneInfo:

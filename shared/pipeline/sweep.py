@@ -1,8 +1,9 @@
-"""The sweep: nothing stays stuck (ARCHITECTURE.md, "Flow of one conversation", step 6).
+"""The sweep: nothing stays stuck (docs/architecture.md, "Flow of a conversation").
 
 Run once a minute (Cloud Scheduler -> Pub/Sub `sweep.tick` -> the `sweep` function; the local
 stack publishes the tick itself). Every move goes through the same guarded transactions as the
-normal path, so a sweep racing a live session or a delivery publishes nothing twice:
+normal path (`shared.resources.lifecycle`), so a sweep racing a live session or a delivery
+publishes nothing twice:
 
 - a conversation `processing` for longer than `STUCK_AFTER` (its function was killed, or its
   message lost or never published) is published again, at most `MAX_REQUEUES` times; then it
@@ -28,12 +29,13 @@ from typing import Any
 
 from shared.core.errors import ApiError
 from shared.core.logging import get_logger
-from shared.pipeline import processing
-from shared.resources import conversations
-from shared.resources.conversations import COLLECTION, ConversationStatus
+from shared.pipeline import events
+from shared.resources import lifecycle
+from shared.resources.lifecycle import COLLECTION, ConversationStatus
 from shared.store import documents
 from shared.store.firestore import db
 from shared.store.pubsub import publish
+from shared.store.topics import ConversationFinished
 
 log = get_logger("sweep")
 
@@ -49,7 +51,7 @@ INDEXES = tuple(
     documents.IndexShape(COLLECTION, frozenset({equal}), order, "ASCENDING", "COLLECTION_GROUP")
     for equal, order in (
         ("status", "processing_since"),  # stuck_query
-        ("status", conversations.IDLE_DUE_FIELD),  # idle_query
+        ("status", lifecycle.IDLE_DUE_FIELD),  # idle_query
         ("events_published", "completed_at"),  # unpublished_query
     )
 )
@@ -89,8 +91,8 @@ def idle_query(now: datetime) -> Any:
         db()
         .collection_group(COLLECTION)
         .where(filter=FieldFilter("status", "==", ConversationStatus.in_progress.value))
-        .where(filter=FieldFilter(conversations.IDLE_DUE_FIELD, "<", now - GRACE))
-        .order_by(conversations.IDLE_DUE_FIELD)
+        .where(filter=FieldFilter(lifecycle.IDLE_DUE_FIELD, "<", now - GRACE))
+        .order_by(lifecycle.IDLE_DUE_FIELD)
         .limit(BATCH)
     )
 
@@ -165,14 +167,12 @@ def _sweep_stuck(now: datetime, report: SweepReport) -> None:
 def _sweep_idle(now: datetime, report: SweepReport) -> None:
     for snapshot in idle_query(now).select(IDLE_FIELDS).get():
         stored = snapshot.to_dict() or {}
-        timeout = stored.get("timeout_seconds", conversations.DEFAULT_TIMEOUT_SECONDS)
+        timeout = stored.get("timeout_seconds", lifecycle.DEFAULT_TIMEOUT_SECONDS)
         # The finish checks that no segment came since: a session that spoke in meanwhile
         # keeps its conversation.
         idle_since = now - timedelta(seconds=timeout) - GRACE
         try:
-            conversations.finish(
-                _uid(snapshot), snapshot.id, reason="timeout", idle_since=idle_since
-            )
+            lifecycle.finish(_uid(snapshot), snapshot.id, reason="timeout", idle_since=idle_since)
         except ApiError:
             continue  # finished by its session or the app meanwhile, or spoken in again
         except Exception:
@@ -187,10 +187,10 @@ def _sweep_unpublished(now: datetime, report: SweepReport) -> None:
         uid = _uid(snapshot)
         try:
             if stored.get("status") != ConversationStatus.completed:
-                if _clear_unpublished(uid, snapshot.id):
+                if events.clear_unpublished(uid, snapshot.id):
                     report.cleared.append(snapshot.id)
                 continue
-            processing.publish_events(
+            events.publish_events(
                 uid, snapshot.id, tuple(stored.get("new_memory_ids", [])), stored["completed_at"]
             )
         except Exception:
@@ -199,76 +199,20 @@ def _sweep_unpublished(now: datetime, report: SweepReport) -> None:
         report.published.append(snapshot.id)
 
 
-def _clear_unpublished(uid: str, conversation_id: str) -> bool:
-    """Remove the "events unpublished" marker of a conversation that is no longer `completed`
-    (reprocessed, then perhaps failed), so it leaves `unpublished_query`; checked in a
-    transaction, so a completion that happens meanwhile keeps its own marker."""
-    from google.cloud import firestore
-
-    reference = documents.document(uid, COLLECTION, conversation_id)
-
-    @firestore.transactional
-    def clear(transaction: firestore.Transaction) -> bool:
-        current = reference.get(
-            transaction=transaction, field_paths=["status", "events_published"]
-        ).to_dict()
-        if current is None or current.get("status") == ConversationStatus.completed:
-            return False
-        if current.get("events_published") is not False:
-            return False
-        transaction.update(reference, {"events_published": None})
-        return True
-
-    cleared: bool = clear(db().transaction())
-    return cleared
-
-
 def _requeue(uid: str, conversation_id: str, now: datetime) -> str | None:
     """Publish a stuck conversation again (or fail it after `MAX_REQUEUES`), if it is still
-    stuck: the transaction moves `processing_since` on, so a second sweep leaves it alone.
-    If the publish then fails, the claim is undone (the requeue does not count, and the next
-    run tries again) and the error raised."""
-    from google.cloud import firestore
-
-    reference = documents.document(uid, COLLECTION, conversation_id)
-
-    @firestore.transactional
-    def claim(transaction: firestore.Transaction) -> tuple[str | None, Any, int]:
-        current = reference.get(transaction=transaction).to_dict() or {}
-        since = current.get("processing_since")
-        requeues = int(current.get("requeues", 0))
-        if current.get("status") != ConversationStatus.processing or (
-            since is not None and since >= now - STUCK_AFTER
-        ):
-            return None, since, requeues
-        if requeues >= MAX_REQUEUES:
-            last = current.get("last_error") or "it was interrupted every time"
-            transaction.update(
-                reference,
-                {
-                    "status": ConversationStatus.failed.value,
-                    "failure_reason": (
-                        f"Post-processing did not finish after {requeues + 1} tries: {last}."
-                    ),
-                },
-            )
-            return "failed", since, requeues
-        transaction.update(reference, {"processing_since": now, "requeues": requeues + 1})
-        return "requeued", since, requeues
-
-    outcome, since, requeues = claim(db().transaction())
+    stuck (`lifecycle.requeue`). If the publish then fails, the claim is undone (the requeue
+    does not count, and the next run tries again) and the error raised."""
+    outcome, since, requeues = lifecycle.requeue(
+        uid, conversation_id, now, now - STUCK_AFTER, MAX_REQUEUES
+    )
     if outcome == "requeued":
+        message = ConversationFinished(uid, conversation_id, "requeued")
         try:
-            publish(
-                conversations.FINISHED_TOPIC,
-                {"uid": uid, "conversation_id": conversation_id, "reason": "requeued"},
-                uid=uid,
-                conversation_id=conversation_id,
-                reason="requeued",
-            )
+            publish(message.topic, message.fields, **message.fields)
         except Exception:
             try:
-                _unclaim(reference, now, since, requeues)
+                lifecycle.undo_requeue(uid, conversation_id, now, since, requeues)
             except Exception:
                 log.exception(
                     "could not undo a requeue whose publish failed; it counts",
@@ -276,24 +220,3 @@ def _requeue(uid: str, conversation_id: str, now: datetime) -> str | None:
                 )
             raise
     return outcome
-
-
-def _unclaim(reference: Any, now: datetime, since: Any, requeues: int) -> None:
-    """Put back what `_requeue` claimed, unless the conversation moved on meanwhile."""
-    from google.cloud import firestore
-
-    @firestore.transactional
-    def undo(transaction: firestore.Transaction) -> None:
-        current = reference.get(
-            transaction=transaction, field_paths=["status", "processing_since", "requeues"]
-        ).to_dict()
-        if (
-            current is None
-            or current.get("status") != ConversationStatus.processing
-            or current.get("processing_since") != now
-            or int(current.get("requeues", 0)) != requeues + 1
-        ):
-            return  # completed, reprocessed or claimed again meanwhile: theirs now
-        transaction.update(reference, {"processing_since": since, "requeues": requeues})
-
-    undo(db().transaction())

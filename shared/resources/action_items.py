@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -43,6 +43,22 @@ class ActionItemQuery(Page):
     status: Literal["pending", "completed"] | None = None
 
 
+def stored_action_item(
+    description: str, due_at: datetime | None, conversation_id: str | None, now: datetime
+) -> dict[str, Any]:
+    """The stored fields of a new action item, open: from the conversation `conversation_id`, or
+    added by the user (`conversation_id` None); `due_at` stored in UTC."""
+    return {
+        "description": description,
+        "completed": False,
+        "due_at": due_at.astimezone(UTC) if due_at else None,
+        "completed_at": None,
+        "conversation_id": conversation_id,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
 def listing(uid: str, query: ActionItemQuery) -> documents.Listing:
     """The query behind `list_action_items` (and the index it needs)."""
     equal = {"completed": query.status == "completed"} if query.status else None
@@ -61,17 +77,8 @@ def get_action_item(uid: str, item_id: str) -> ActionItem:
 
 
 def create_action_item(uid: str, body: ActionItemCreate) -> ActionItem:
-    now = datetime.now(UTC)
     reference = documents.collection(uid, COLLECTION).document()
-    fields = {
-        "description": body.description,
-        "completed": False,
-        "due_at": body.due_at.astimezone(UTC) if body.due_at else None,
-        "completed_at": None,
-        "conversation_id": None,
-        "created_at": now,
-        "updated_at": now,
-    }
+    fields = stored_action_item(body.description, body.due_at, None, datetime.now(UTC))
     reference.create(fields)
     return ActionItem.model_validate({**fields, "id": reference.id})
 
@@ -86,7 +93,7 @@ def update_action_item(uid: str, item_id: str, body: ActionItemUpdate) -> Action
     def apply(transaction: firestore.Transaction) -> None:
         current = reference.get(transaction=transaction).to_dict()
         if current is None:
-            raise documents.missing(COLLECTION)
+            raise documents.not_found(COLLECTION)
         now = datetime.now(UTC)
         changes = {**body.changes(), "updated_at": now}
         if body.completed is True and not current.get("completed"):

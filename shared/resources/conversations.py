@@ -1,16 +1,15 @@
 """Conversations: what the realtime service transcribed, and what post-processing made of it.
 
-Status moves `in_progress -> processing -> completed | failed`; `reprocess` moves a finished
-one back to `processing`. Every move to `processing` happens in a transaction that checks the
-status it moves from, and only the request that made the move publishes
-`conversation.finished`, so two racing callers publish once.
+How a conversation moves from status to status, and who may move it, is
+`shared.resources.lifecycle`; this module reads conversations, appends segments to one in
+progress and answers the routes' moves with the conversation as the API shows it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
 
@@ -18,23 +17,9 @@ from pydantic import Field, model_validator
 
 from shared.core.errors import Conflict
 from shared.core.models import Model, Moment, Page, Segment
+from shared.resources import lifecycle
+from shared.resources.lifecycle import COLLECTION, DEFAULT_TIMEOUT_SECONDS, ConversationStatus
 from shared.store import documents
-from shared.store.pubsub import publish
-
-COLLECTION = "conversations"
-FINISHED_TOPIC = "conversation.finished"
-# Silence that finishes a conversation, unless its session asked for another (API.md, Listen).
-DEFAULT_TIMEOUT_SECONDS = 120
-# On a conversation in progress: when its silence timeout passes if no segment comes before
-# (written with every append, so the sweep can ask Firestore for exactly the overdue ones).
-IDLE_DUE_FIELD = "idle_due_at"
-
-
-class ConversationStatus(StrEnum):
-    in_progress = "in_progress"
-    processing = "processing"
-    completed = "completed"
-    failed = "failed"
 
 
 class Event(Model):
@@ -122,65 +107,6 @@ def delete_conversation(uid: str, conversation_id: str) -> None:
     documents.delete(uid, COLLECTION, conversation_id)
 
 
-def _move_to_processing(
-    uid: str,
-    conversation_id: str,
-    allowed: set[ConversationStatus],
-    reason: str,
-    idle_since: datetime | None = None,
-) -> Conversation:
-    from google.cloud import firestore
-
-    reference = documents.document(uid, COLLECTION, conversation_id)
-
-    @firestore.transactional
-    def move(transaction: firestore.Transaction) -> dict[str, Any]:
-        current = reference.get(transaction=transaction).to_dict()
-        if current is None:
-            raise documents.missing(COLLECTION)
-        if current.get("status") not in allowed:
-            raise Conflict(f"the conversation is {current.get('status')}")
-        if idle_since is not None and current.get("updated_at", idle_since) > idle_since:
-            raise Conflict("the conversation heard speech meanwhile")
-        now = datetime.now(UTC)
-        changes: dict[str, Any] = {
-            "status": "processing",
-            "failure_reason": None,
-            "processing_since": now,
-            "last_error": None,
-            "requeues": 0,
-        }
-        if current.get("status") == ConversationStatus.in_progress:
-            changes["finished_at"] = now
-        if "events_published" in current:
-            # The events of the earlier completion are moot now: leave the sweep's
-            # "unpublished events" query (the next completion sets the marker again).
-            changes["events_published"] = None
-        transaction.update(reference, changes)
-        return {**current, **changes, "id": conversation_id}
-
-    moved = Conversation.model_validate(move(documents.db().transaction()))
-    try:
-        publish(
-            FINISHED_TOPIC,
-            {"uid": uid, "conversation_id": conversation_id, "reason": reason},
-            uid=uid,
-            conversation_id=conversation_id,
-            reason=reason,
-        )
-    except Exception:
-        # The move is committed: the conversation IS processing, and a retry by the caller
-        # would find nothing to move. The sweep publishes it again once it has been
-        # `processing` for `shared.sweep.STUCK_AFTER`, so this is the caller's success.
-        from shared.core.logging import get_logger
-
-        get_logger("conversations").exception(
-            "conversation.finished not published; the sweep will requeue it",
-            extra={"uid": uid, "conversation_id": conversation_id, "reason": reason},
-        )
-    return moved
-
-
 def in_progress(uid: str) -> Conversation | None:
     """The caller's newest conversation in progress, if any."""
     query = ConversationQuery(status=ConversationStatus.in_progress, include_discarded=True)
@@ -199,38 +125,20 @@ def finish_in_progress(uid: str) -> Conversation:
     """Finish the caller's conversation in progress now: `processing`, and published."""
     current = in_progress(uid)
     if current is None:
-        raise documents.missing("conversation in progress")
+        raise documents.not_found("conversation in progress")
     return finish(uid, current.id, reason="finished")
 
 
 def finish(
     uid: str, conversation_id: str, reason: str, idle_since: datetime | None = None
 ) -> Conversation:
-    """Move a conversation in progress to `processing` and publish it; `Conflict` if it is
-    not in progress any more (someone else finished it: they published), or if `idle_since`
-    is given and a segment arrived after it."""
-    return _move_to_processing(
-        uid, conversation_id, {ConversationStatus.in_progress}, reason, idle_since
-    )
+    """`lifecycle.finish`, answered as the API shows the conversation."""
+    return Conversation.model_validate(lifecycle.finish(uid, conversation_id, reason, idle_since))
 
 
-def fail(uid: str, conversation_id: str, reason: str) -> bool:
-    """Mark a conversation that is `processing` as `failed`, with `reason` for people.
-    False if it is not processing any more (completed meanwhile, or gone)."""
-    from google.cloud import firestore
-
-    reference = documents.document(uid, COLLECTION, conversation_id)
-
-    @firestore.transactional
-    def mark(transaction: firestore.Transaction) -> bool:
-        current = reference.get(transaction=transaction, field_paths=["status"]).to_dict()
-        if (current or {}).get("status") != ConversationStatus.processing:
-            return False
-        transaction.update(reference, {"status": "failed", "failure_reason": reason})
-        return True
-
-    failed: bool = mark(documents.db().transaction())
-    return failed
+def reprocess(uid: str, conversation_id: str) -> Conversation:
+    """Run post-processing again on a finished conversation (`lifecycle.reprocess`)."""
+    return Conversation.model_validate(lifecycle.reprocess(uid, conversation_id))
 
 
 class Watch:
@@ -290,7 +198,7 @@ def append_segments(
     read again and the append retried, still guarded, so segments never land in a conversation
     that was finished meanwhile. Every append records `timeout_seconds`, the silence after
     which the sweep finishes the conversation if no session does, and the moment it will have
-    passed (`IDLE_DUE_FIELD`).
+    passed (`lifecycle.IDLE_DUE_FIELD`).
 
     A new conversation gets the id `new_id` if given: a caller that retries after an error
     passes the same one, so a create that landed although its answer was lost is found (by its
@@ -306,20 +214,7 @@ def append_segments(
             reference = documents.collection(uid, COLLECTION).document(new_id)
             try:
                 written = reference.create(
-                    {
-                        "status": ConversationStatus.in_progress.value,
-                        "source": "phone",
-                        "language": language,
-                        "timeout_seconds": timeout_seconds,
-                        IDLE_DUE_FIELD: now + timedelta(seconds=timeout_seconds),
-                        "created_at": now,
-                        "started_at": now,
-                        "updated_at": now,
-                        "finished_at": None,
-                        "discarded": False,
-                        "transcript_segments": rows,
-                        "failure_reason": None,
-                    }
+                    lifecycle.new_conversation(language, rows, timeout_seconds, now)
                 )
             except AlreadyExists:
                 landed = _holding(reference, rows[0]["id"]) if new_id is not None else None
@@ -340,8 +235,7 @@ def append_segments(
                 {
                     "transcript_segments": firestore.ArrayUnion(rows),
                     "updated_at": now,
-                    "timeout_seconds": timeout_seconds,
-                    IDLE_DUE_FIELD: now + timedelta(seconds=timeout_seconds),
+                    **lifecycle.silence_fields(now, timeout_seconds),
                 },
                 option=client.write_option(last_update_time=version),
             )
@@ -365,16 +259,6 @@ def _holding(reference: Any, segment_id: str) -> datetime | None:
     if any(segment.get("id") == segment_id for segment in segments):
         return snapshot.update_time
     return None
-
-
-def reprocess(uid: str, conversation_id: str) -> Conversation:
-    """Run post-processing again on a finished conversation."""
-    return _move_to_processing(
-        uid,
-        conversation_id,
-        {ConversationStatus.completed, ConversationStatus.failed},
-        reason="reprocess",
-    )
 
 
 SUMMARY_EMBEDDING_FIELD = "summary_embedding"

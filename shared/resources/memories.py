@@ -2,7 +2,7 @@
 
 Each memory also stores what search needs: `keywords` (its normalized words) and, when the
 language model is configured, `embedding` (a Firestore vector). `search` merges the vector
-neighbours and the keyword hits by reciprocal rank (ARCHITECTURE.md: no separate vector store).
+neighbours and the keyword hits by reciprocal rank (no separate vector store: docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -107,6 +107,26 @@ def search_fields(content: str, embedding: list[float] | None) -> dict[str, Any]
     return fields
 
 
+def stored_memory(
+    content: str,
+    category: MemoryCategory,
+    conversation_id: str | None,
+    embedding: list[float] | None,
+    now: datetime,
+) -> dict[str, Any]:
+    """The stored fields of a new memory: made from the conversation `conversation_id` by
+    post-processing, or by the user (`conversation_id` None); with what search needs."""
+    return {
+        "content": content,
+        "category": category.value,
+        "conversation_id": conversation_id,
+        "manually_added": conversation_id is None,
+        "created_at": now,
+        "updated_at": now,
+        **search_fields(content, embedding),
+    }
+
+
 def _embedding(content: str) -> list[float] | None:
     """The embedding of a memory the user wrote, or None: keyword search still finds it."""
     return llm.embedding_or_none(content, "memory stored without an embedding")
@@ -131,17 +151,10 @@ def get_memory(uid: str, memory_id: str) -> Memory:
 
 
 def create_memory(uid: str, body: MemoryCreate) -> Memory:
-    now = datetime.now(UTC)
     reference = documents.collection(uid, COLLECTION).document()
-    fields = {
-        "content": body.content,
-        "category": body.category.value,
-        "conversation_id": None,
-        "manually_added": True,
-        "created_at": now,
-        "updated_at": now,
-    }
-    reference.create({**fields, **search_fields(body.content, _embedding(body.content))})
+    embedding = _embedding(body.content)
+    fields = stored_memory(body.content, body.category, None, embedding, datetime.now(UTC))
+    reference.create(fields)
     return Memory.model_validate({**fields, "id": reference.id})
 
 

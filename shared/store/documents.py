@@ -30,7 +30,8 @@ def shown(model: type[BaseModel]) -> list[str]:
     return [name for name in model.model_fields if name != "id"]
 
 
-def missing(name: str) -> NotFound:
+def not_found(name: str) -> NotFound:
+    """The 404 to raise for a missing document of the collection `name` ("no such memory")."""
     return NotFound(f"no such {SINGULAR.get(name, name)}")
 
 
@@ -41,7 +42,7 @@ def collection(uid: str, name: str) -> CollectionReference:
 def document(uid: str, name: str, document_id: str) -> DocumentReference:
     """The caller's document `name/document_id`; 404 for an id that cannot be one."""
     if not DOCUMENT_ID.match(document_id):
-        raise missing(name)
+        raise not_found(name)
     return collection(uid, name).document(document_id)
 
 
@@ -50,7 +51,7 @@ def read(uid: str, name: str, document_id: str, fields: list[str] | None = None)
     such document."""
     snapshot = document(uid, name, document_id).get(field_paths=fields)
     if not snapshot.exists:
-        raise missing(name)
+        raise not_found(name)
     return {**(snapshot.to_dict() or {}), "id": snapshot.id}
 
 
@@ -61,14 +62,14 @@ def update(reference: DocumentReference, changes: dict[str, Any]) -> None:
     try:
         reference.update(changes)
     except Missing:
-        raise missing(reference.parent.id) from None
+        raise not_found(reference.parent.id) from None
 
 
 def delete(uid: str, name: str, document_id: str) -> None:
     """Delete the document and everything under it; 404 if the caller has no such document."""
     reference = document(uid, name, document_id)
     if not reference.get().exists:
-        raise missing(name)
+        raise not_found(name)
     db().recursive_delete(reference)
 
 

@@ -425,8 +425,9 @@ def _log_lines(output: str) -> list[dict]:
 def test_one_failing_conversation_does_not_stop_the_sweep(
     stack, user, firestore, monkeypatch, capsys
 ):
-    from shared.pipeline import processing, sweep
-    from shared.resources import conversations
+    from shared.pipeline import events as app_events
+    from shared.pipeline import sweep
+    from shared.resources import lifecycle
 
     now = datetime.now(UTC)
     long_ago = now - timedelta(minutes=11)
@@ -437,8 +438,8 @@ def test_one_failing_conversation_does_not_stop_the_sweep(
     )
     ours = {bad, good, idle, unpublished}
     requeued = _publishes(monkeypatch, sweep, ours, failing={bad})
-    finished = _publishes(monkeypatch, conversations, ours)
-    events = _publishes(monkeypatch, processing, ours)
+    finished = _publishes(monkeypatch, lifecycle, ours)
+    events = _publishes(monkeypatch, app_events, ours)
 
     report = sweep.run_sweep()
 
@@ -483,7 +484,7 @@ def test_the_sweep_finds_a_due_conversation_behind_many_idle_with_long_timeouts(
     """More idle conversations with long timeouts than one query page, all idle for longer
     than the one whose short timeout has passed."""
     from shared.pipeline import sweep
-    from shared.resources import conversations
+    from shared.resources import lifecycle
 
     monkeypatch.setattr(sweep, "BATCH", 3)
     now = datetime.now(UTC)
@@ -500,7 +501,7 @@ def test_the_sweep_finds_a_due_conversation_behind_many_idle_with_long_timeouts(
     # Firestore answers exactly the overdue: none of those waiting for their long timeout.
     assert due in [s.id for s in sweep.idle_query(now).get()]
 
-    finished = _publishes(monkeypatch, conversations, {due, *waiting})
+    finished = _publishes(monkeypatch, lifecycle, {due, *waiting})
     report = sweep.run_sweep(now)
     assert due in report.finished
     assert [m["conversation_id"] for m in finished] == [due]
@@ -511,8 +512,9 @@ def test_the_sweep_finds_a_due_conversation_behind_many_idle_with_long_timeouts(
 def test_a_conversation_reprocessed_after_completing_leaves_the_unpublished_query(
     stack, user, firestore, monkeypatch
 ):
-    from shared.pipeline import processing, sweep
-    from shared.resources import conversations
+    from shared.pipeline import events as app_events
+    from shared.pipeline import sweep
+    from shared.resources import conversations, lifecycle
 
     now = datetime.now(UTC)
     completed = seed.conversation(
@@ -527,12 +529,12 @@ def test_a_conversation_reprocessed_after_completing_leaves_the_unpublished_quer
         events_published=False,
     )
     ours = {completed, legacy}
-    _publishes(monkeypatch, conversations, ours)
-    events = _publishes(monkeypatch, processing, ours)
+    _publishes(monkeypatch, lifecycle, ours)
+    events = _publishes(monkeypatch, app_events, ours)
 
     assert conversations.reprocess(user.uid, completed).status == "processing"
     assert _stored(firestore, user.uid, completed)["events_published"] is None
-    conversations.fail(user.uid, completed, "the language model answered 500")
+    lifecycle.mark_failed(user.uid, completed, "the language model answered 500")
     report = sweep.run_sweep()
     assert report.cleared.count(legacy) == 1 and completed not in report.cleared
     assert not ours & set(report.published) and events == []

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from shared.resources import conversations
+from shared.resources import conversations, lifecycle
 from shared.resources.conversations import Segment
 
 
@@ -45,7 +45,7 @@ def test_every_append_moves_the_moment_the_silence_timeout_passes(firestore, uid
     stored = firestore.document(f"users/{uid}/conversations/{first.conversation_id}").get()
     fields = stored.to_dict()
     assert fields["timeout_seconds"] == 60
-    assert (fields[conversations.IDLE_DUE_FIELD] - fields["updated_at"]).total_seconds() == 60
+    assert (fields[lifecycle.IDLE_DUE_FIELD] - fields["updated_at"]).total_seconds() == 60
 
 
 def test_a_stale_version_rereads_and_still_appends_to_a_conversation_in_progress(firestore, uid):
