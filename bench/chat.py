@@ -24,10 +24,10 @@ thinks), the agent run's set-up and its HTTP request, up to the double's parsing
 message is written once the first delta is out, so not before).
 After first token: the SDK parsing the chunk, the agent's event, the WS frame or SSE line, the
 client parsing it. All on loopback: a real provider's network and TTFT are not in `added`. Floors
-split it: Firestore (`chats.history`, the read of a chat's history, from this process), the agent
-stack (`shared.agent.Turn` in this process against the double, with a warm chat's history: its own
-added time), a WS round trip (a binary frame, answered with an `error` event) and an HTTP one (`GET
-/health`).
+split it: Firestore (`chats.read_history`, the read of a chat's history, from this process), the
+agent stack (`shared.chat.loop.Turn` in this process against the double, with a warm chat's
+history: its own added time), a WS round trip (a binary frame, answered with an `error` event)
+and an HTTP one (`GET /health`).
 
 1. Warm: WS and SSE turns alternate (one user), after unrecorded warm-up turns.
 2. Concurrency: N chats (a user and a socket each) send messages back to back for `--seconds`;
@@ -287,10 +287,10 @@ class Bench:
 async def warm(benches: list[Bench], samples: int, warmup: int) -> dict[str, dict[str, list[Any]]]:
     """Per tree: WS and SSE turns alternating (which goes first, too, and which tree), each
     pair followed by one sample of each floor (seconds; the in-process ones shared)."""
-    from shared.chat import agent
+    from shared.chat import loop
     from shared.resources import chats
 
-    agent.warm()  # the agent floor's SDK, imported now
+    loop.warm()  # the agent floor's SDK, imported now
     in_process: dict[str, list[Any]] = {key: [] for key in PROCESS_FLOORS}
     found: dict[str, dict[str, list[Any]]] = {
         b.tree.name: {**in_process, **{key: [] for key in ("ws", "sse", *FLOORS[2:])}}
@@ -330,7 +330,8 @@ async def warm(benches: list[Bench], samples: int, warmup: int) -> dict[str, dic
                     if record:
                         found[tree.name][key].append(value)
             began = time.monotonic()
-            await asyncio.to_thread(chats.history, benches[0].users[0].uid, CHAT_ID)  # SSE's read
+            uid = benches[0].users[0].uid
+            await asyncio.to_thread(chats.read_history, uid, CHAT_ID)  # SSE's read
             firestore = time.monotonic() - began
             message = f"bench-agent-{i}"
             agent_added = benches[0].double.sample(message, *await agent_turn(message)).added
@@ -341,8 +342,8 @@ async def warm(benches: list[Bench], samples: int, warmup: int) -> dict[str, dic
 
 
 async def agent_turn(message: str) -> tuple[float, float]:
-    """`shared.agent.Turn` in this process, with a warm chat's history: (t_send, t_first)."""
-    from shared.chat.agent import Turn
+    """`shared.chat.loop.Turn` in this process, with a warm chat's history: (t_send, t_first)."""
+    from shared.chat.loop import Turn
 
     t_send, t_first = time.monotonic(), 0.0
     async for event in Turn("bench-floor", message, HISTORY).events():

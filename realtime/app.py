@@ -20,8 +20,9 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from realtime.chat import chat
 from realtime.connections import ConnectionCounter
 from realtime.listen import listen
-from realtime.messages import create_message, delete_messages, list_messages
+from shared.chat import api as chat_api
 from shared.core.logging import get_logger
+from shared.web import streaming
 
 log = get_logger("realtime")
 
@@ -35,9 +36,7 @@ routes: list[BaseRoute] = [
     Route("/health", health, methods=["GET"]),
     WebSocketRoute("/v4/listen", listen),
     WebSocketRoute("/chats/{chat_id}", chat),
-    Route("/v2/messages", create_message, methods=["POST"]),
-    Route("/v2/messages", list_messages, methods=["GET"]),
-    Route("/v2/messages", delete_messages, methods=["DELETE"]),
+    *streaming.routes(chat_api.router),  # `/v2/messages`
 ]
 
 
@@ -61,10 +60,10 @@ def warm() -> None:
     """Import and build what the first chat needs: the model's client (about 0.6 s), the token
     verifier and the Firestore client."""
     from shared.auth import tokens
-    from shared.chat import agent
+    from shared.chat import loop
     from shared.store.firestore import db
 
-    agent.warm()
+    loop.warm()
     try:
         tokens.warm()
         db()

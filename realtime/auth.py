@@ -1,16 +1,16 @@
 """WebSocket authentication: the same `shared.auth` as the REST functions.
 
 A browser cannot read an HTTP status from a refused handshake, so a bad token is accepted and
-then closed with 1008 (policy violation) and the reason (API.md, "Conventions").
+then closed with 1008 (policy violation) and the reason (docs/api.md, "Conventions").
 """
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket
 
-from shared.auth.tokens import Access, Caller, authenticate, known_caller, token_from_header
+from shared.auth.tokens import Access, Caller, token_from_header
 from shared.web.router import api_error
+from shared.web.streaming import authenticated
 
 POLICY_VIOLATION = 1008
 TRY_AGAIN_LATER = 1013
@@ -21,16 +21,6 @@ def close_reason(text: str) -> str:
     """A close reason that fits the protocol's 123 bytes."""
     encoded = text.encode()[:MAX_REASON_BYTES]
     return encoded.decode("utf-8", "ignore")
-
-
-async def authenticated(token: str | None, access: Access = Access.USER) -> Caller:
-    """`shared.auth.authenticate`, in a worker thread only when it has to wait for the network
-    (a token or an account this instance has not seen lately): a thread hop costs a request
-    about 0.5 ms."""
-    known = known_caller(token, access)
-    if known is not None:
-        return known
-    return await run_in_threadpool(authenticate, token, access)
 
 
 async def authenticate_websocket(

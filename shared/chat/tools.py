@@ -1,35 +1,34 @@
-"""The chat agents' tools: what they can look up about the caller, in one `ToolResponse` shape.
+"""What a specialist is made of: its tools, the one `ToolResponse` shape they answer in, and the
+turn's context they share.
 
 Every tool reads only the caller's documents (`ChatContext.uid`, set by the server from the
 verified token, never from the model), so a chat cannot reach another user's data whatever the
 model asks. Each item a tool returns gets a citation number `n`, counted across the turn; the
-model cites with `[n]`, and `ChatContext.cited` resolves the markers to memory and conversation
-ids. The Firestore calls are blocking, so they run in a worker thread.
+model cites with `[n]` (`CITE` tells it how), and `ChatContext.cited` resolves the markers to
+memory and conversation ids. Tools that call Firestore, which blocks, run it in a worker thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from shared.core.logging import get_logger
-from shared.resources import action_items, conversations, memories
-
-log = get_logger("chat_tools")
-
-# Guardrails (issue 6): tool calls per turn and seconds per tool call.
+# Guardrails (docs/api.md, "Chat"): tool calls per turn and seconds per tool call.
 MAX_TOOL_CALLS = 10
 TOOL_TIMEOUT_SECONDS = 30.0
 CITATION = re.compile(r"\[(\d{1,3})\]")
+CITE = (
+    "Every item a tool returns has a number n. When you use an item, cite it right after the "
+    "sentence as [n]. Never invent items or numbers."
+)
 
 
 class ToolResponse(BaseModel):
-    """The one shape every tool answers in (API.md, Chat)."""
+    """The one shape every tool answers in (docs/api.md, "Chat")."""
 
     response_type: str
     agent_name: str
@@ -92,74 +91,64 @@ def budget_spent(agent_name: str) -> dict[str, Any]:
     return tool_error(agent_name, message, "Tool limit reached")
 
 
-async def search_memories(context: ChatContext, agent_name: str, query: str, limit: int) -> dict:
-    found = await asyncio.to_thread(
-        memories.search,
-        context.uid,
-        memories.MemorySearch(q=query[:500] or "?", limit=max(1, min(limit, 20))),
-    )
-    items = [
-        {"n": context.cite("memory", m.id), "content": m.content, "created_at": _day(m.created_at)}
-        for m in found
-    ]
-    return _response("memories", agent_name, "Searching memories", {"memories": items})
-
-
-async def conversations_between(
-    context: ChatContext, agent_name: str, start: datetime | None, end: datetime | None
-) -> dict:
-    query = conversations.ConversationQuery(start_date=start, end_date=end, limit=20)
-    found = await asyncio.to_thread(conversations.list_conversations, context.uid, query)
-    return _response(
-        "conversations",
-        agent_name,
-        "Looking through conversations",
-        {"conversations": [_conversation(context, c) for c in found]},
-    )
-
-
-async def conversations_about(context: ChatContext, agent_name: str, topic: str) -> dict:
-    found = await asyncio.to_thread(conversations.about, context.uid, topic, 10)
-    return _response(
-        "conversations",
-        agent_name,
-        "Looking for conversations",
-        {"conversations": [_conversation(context, c) for c in found]},
-    )
-
-
-async def list_action_items(
-    context: ChatContext, agent_name: str, status: Literal["pending", "completed"] | None
-) -> dict:
-    query = action_items.ActionItemQuery(status=status, limit=50)
-    found = await asyncio.to_thread(action_items.list_action_items, context.uid, query)
-    items = [
-        {
-            "n": context.cite("action_item", item.id),
-            "description": item.description,
-            "completed": item.completed,
-            "due_at": item.due_at.isoformat() if item.due_at else None,
-        }
-        for item in found
-    ]
-    return _response("action_items", agent_name, "Checking action items", {"action_items": items})
-
-
-def _conversation(context: ChatContext, found: conversations.Conversation) -> dict[str, Any]:
-    return {
-        "n": context.cite("conversation", found.id),
-        "title": found.structured.title,
-        "overview": found.structured.overview,
-        "started_at": (found.started_at or found.created_at).isoformat(),
-        "action_items": found.structured.action_items,
-    }
-
-
-def _response(kind: str, agent_name: str, friendly: str, body: dict[str, Any]) -> dict[str, Any]:
+def answer(kind: str, agent_name: str, friendly: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A tool's answer in the one shape, shown to the user as `friendly`."""
     return ToolResponse(
         response_type=kind, agent_name=agent_name, friendly_name=friendly, response=body
     ).model_dump()
 
 
-def _day(moment: datetime) -> str:
-    return moment.date().isoformat()
+@dataclass(frozen=True)
+class Tool:
+    """A function the model may call: its arguments are validated against `arguments` (whose
+    JSON schema the model is given) and `run` answers in the `ToolResponse` shape."""
+
+    name: str
+    description: str
+    arguments: type[BaseModel]
+    run: Callable[[ChatContext, str, Any], Awaitable[dict[str, Any]]]  # context, agent, args
+    timeout_seconds: float = TOOL_TIMEOUT_SECONDS
+
+    def definition(self) -> dict[str, Any]:
+        """The tool as the model is sent it."""
+        return function_definition(self.name, self.description, _parameters(self.arguments))
+
+
+@dataclass(frozen=True)
+class Specialist:
+    """An agent the orchestrator can hand off to: one module of `shared.chat.specialists`."""
+
+    name: str
+    handoff_description: str
+    instructions: str
+    tools: tuple[Tool, ...]
+    suggestions: tuple[str, ...]
+
+
+def function_definition(name: str, description: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """A function the model may call, in the strict form of the chat completions API."""
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": parameters,
+            "strict": True,
+        },
+    }
+
+
+def _parameters(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema in the strict form the model is held to: every property required,
+    no others."""
+    schema = model.model_json_schema()
+    properties = {
+        name: {key: value for key, value in spec.items() if key != "title"}
+        for name, spec in schema.get("properties", {}).items()
+    }
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties),
+        "additionalProperties": False,
+    }

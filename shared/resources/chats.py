@@ -62,7 +62,7 @@ def add_message(
     return {**fields, "id": reference.id}
 
 
-def messages(uid: str, chat_id: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+def list_messages(uid: str, chat_id: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
     """The chat's last `limit` messages (skipping the `offset` newest), oldest first."""
     from google.cloud.firestore import Query
 
@@ -77,11 +77,11 @@ def messages(uid: str, chat_id: str, limit: int, offset: int = 0) -> list[dict[s
     return list(reversed(found))
 
 
-def history(uid: str, chat_id: str) -> list[dict[str, str]]:
+def read_history(uid: str, chat_id: str) -> list[dict[str, str]]:
     """The context of the next turn, as model input items."""
     return [
         {"role": message["role"], "content": message["text"]}
-        for message in messages(uid, chat_id, HISTORY_MESSAGES)
+        for message in list_messages(uid, chat_id, HISTORY_MESSAGES)
         if message.get("text")
     ]
 

@@ -3,8 +3,9 @@
 functions-framework hands each HTTP function a werkzeug request (Flask's subclass) for every path
 that Firebase Hosting rewrites to it; a function's `Router` picks the route, authenticates the
 caller, validates query and body against pydantic models and renders the reply. The same route
-objects feed the OpenAPI document (`shared.openapi`) and the tests' auth matrix, so the
-description of the API cannot drift from what the handlers accept.
+objects feed the OpenAPI document (`shared.web.openapi`) and the tests' auth matrix, so the
+description of the API cannot drift from what the handlers accept. The realtime service's HTTP
+routes are declared the same way and served under the same rules by `shared.web.streaming`.
 
 Only werkzeug is used here (the request/response types functions-framework already provides),
 no web framework.
@@ -46,7 +47,7 @@ log = get_logger("http")
 class Call:
     """One request as a handler sees it: the caller, the validated inputs and the path values."""
 
-    request: Request
+    request: Any  # werkzeug's Request in a function, Starlette's in the realtime service
     caller: Caller | None
     params: dict[str, str]
     query: Any = None
@@ -149,7 +150,7 @@ def _parse_body(request: Request, route: Route) -> Any:
 
 def parse_json_body(raw: bytes, model: type[M], expected: str = "JSON") -> M:
     """A JSON body validated in strict mode, as every route's: 413 over `MAX_BODY_BYTES`, 422
-    naming the field (the realtime service's REST routes use it too)."""
+    naming the field."""
     if len(raw) > MAX_BODY_BYTES:
         raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:
@@ -282,10 +283,11 @@ class Router:
         result = route.handler(call)
         if isinstance(result, Response):
             return result
-        return json_response(_dump(result, route.response), route.status)
+        return json_response(dump(result, route.response), route.status)
 
 
-def _dump(result: Any, response_type: Any) -> Any:
+def dump(result: Any, response_type: Any) -> Any:
+    """A handler's result as JSON-ready values, by its declared response type."""
     if isinstance(result, BaseModel):
         return result.model_dump(mode="json")
     if response_type is not None:

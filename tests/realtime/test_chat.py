@@ -281,25 +281,33 @@ def test_messages_deleted_elsewhere_are_not_in_the_next_context(stack, user, fir
 def test_a_remembered_history_is_checked_by_when_the_chat_was_last_written(stack, monkeypatch):
     """In process: the check reads the chat's messages only when its last write is not the one
     remembered (Firestore's timestamp compares equal to the one the service stored)."""
-    from realtime.chat import History
+    from shared.chat.history import History, Stale
     from shared.resources import chats
 
     uid, chat_id = f"history-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     hello = chats.add_message(uid, chat_id, "user", "Hello")
     reads: list[tuple] = []
-    read = chats.history
-    monkeypatch.setattr(chats, "history", lambda *key: reads.append(key) or read(*key))
+    read = chats.read_history
+    monkeypatch.setattr(chats, "read_history", lambda *key: reads.append(key) or read(*key))
+
+    async def check(gate) -> list | None:
+        """What the gate's check found: None if the guess was current."""
+        try:
+            await gate.passed()
+        except Stale as stale:
+            return stale.messages
+        return None
 
     async def checks() -> tuple:
         history = History(uid, chat_id)
         history.remember([{"role": "user", "content": "Hello"}], hello["created_at"])
-        _, check = await history.context()
-        assert check is not None
-        unchanged = await check()
+        _, gate = await history.context()
+        assert gate is not None
+        unchanged = await check(gate)
         chats.add_message(uid, chat_id, "assistant", "Said elsewhere.")
-        _, check = await History(uid, chat_id).context()
-        assert check is not None
-        return unchanged, await check()
+        _, gate = await History(uid, chat_id).context()
+        assert gate is not None
+        return unchanged, await check(gate)
 
     unchanged, changed = asyncio.run(asyncio.wait_for(checks(), 10))
     assert unchanged is None

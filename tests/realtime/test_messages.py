@@ -224,7 +224,7 @@ def test_a_backend_that_is_down_is_a_503_in_the_api_shape(stack, user, monkeypat
         raise exceptions.ServiceUnavailable("Firestore is down")
 
     for module, name in [
-        (chats, "messages"),
+        (chats, "list_messages"),
         (chats, "delete_messages"),
         (conversations, "get_conversation"),
     ]:
@@ -241,7 +241,7 @@ def test_a_bug_is_a_500_in_the_api_shape(stack, user, monkeypatch):
     def bug(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(chats, "messages", bug)
+    monkeypatch.setattr(chats, "list_messages", bug)
     reply = _in_process().get("/v2/messages", headers=user.bearer)
     assert reply.status_code == 500 and reply.json() == {"detail": "internal error"}
 
@@ -252,12 +252,13 @@ def chat_in_process(stack, user, openai, monkeypatch):
     instance), with the OpenAI double as its model and the `openai` SDK imported (about 0.6 s,
     once per process) before the test's clock starts. The model client it builds is dropped
     afterwards: it belongs to the loop that ends with the test."""
-    from shared.chat import agent
+    from shared.chat import loop
+    from shared.providers import llm
 
     monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", openai.url)
-    monkeypatch.setattr(agent, "_built", None)
-    agent.warm()
+    monkeypatch.setattr(llm.async_client, "_built", None)
+    loop.warm()
     with _in_process() as client:
         yield client
 

@@ -1,4 +1,4 @@
-"""The agent runtime's guardrails, in-process against the OpenAI double."""
+"""The chat loop's guardrails, in-process against the OpenAI double."""
 
 from __future__ import annotations
 
@@ -9,36 +9,39 @@ import uuid
 import pytest
 from pydantic import BaseModel, Field
 
-from shared.chat import agent
-from shared.chat import tools as chat_tools
-from shared.chat.tools import Citation
+from shared.chat import loop, tools
+from shared.chat.agents import Agent
+from shared.chat.history import Gate
+from shared.chat.specialists import SPECIALISTS
+from shared.chat.tools import Citation, Tool
 from shared.providers import llm
 from tests.support.openai_double import broken, text, tool_call, tool_calls
 
 
 def test_every_specialist_tool_has_the_per_tool_time_limit():
-    tools = [tool for spec in agent.SPECIALISTS for tool in spec.tools]
-    assert {tool.name for tool in tools} >= {
+    found = [tool for spec in SPECIALISTS for tool in spec.tools]
+    assert {tool.name for tool in found} >= {
         "search_memories",
         "conversations_between",
         "conversations_about",
         "list_action_items",
     }
-    assert all(tool.timeout_seconds == chat_tools.TOOL_TIMEOUT_SECONDS for tool in tools)
+    assert all(tool.timeout_seconds == tools.TOOL_TIMEOUT_SECONDS for tool in found)
 
 
 def _use(openai, monkeypatch) -> str:
     """The double as the model, and a marker to scope its replies to one test (a request left
-    over from another test cannot take them). The model's name is the test's own: a client's
-    pooled connections belong to the event loop that made them, so each test gets its own."""
+    over from another test cannot take them). Each test gets its own client: a client's pooled
+    connections belong to the event loop that made them."""
     marker = f"go-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("OPENAI_API_KEY", openai.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", openai.url)
     monkeypatch.setenv("LLM_MODEL", f"model-{marker}")
+    monkeypatch.setattr(llm.async_client, "_built", None)
     return marker
 
 
-def _play(turn: agent.Turn) -> list[dict]:
+def _play(turn: loop.Turn) -> list[dict]:
     async def run() -> list[dict]:
         return [event async for event in turn.events()]
 
@@ -61,8 +64,8 @@ def test_a_tool_over_its_time_limit_answers_an_error_and_the_turn_goes_on(openai
 
     marker = _use(openai, monkeypatch)
     asked = openai.answer_marked(marker, [tool_calls(tool_call("slow", {})), text("Gave up.")])
-    tool = agent.Tool("slow", "Takes too long.", _Nothing, slow, timeout_seconds=0.2)
-    turn = agent.Turn("uid", marker, [], start=agent.Agent("A", "Be brief.", (tool,)))
+    tool = Tool("slow", "Takes too long.", _Nothing, slow, timeout_seconds=0.2)
+    turn = loop.Turn("uid", marker, [], start=Agent("A", "Be brief.", (tool,)))
     events = _play(turn)
     kinds = [e["type"] for e in events]
     assert kinds[:2] == ["tool_call", "tool_output"] and set(kinds[2:]) == {"raw_response_event"}
@@ -91,13 +94,11 @@ def test_tool_arguments_split_across_chunks_are_validated_and_bad_ones_are_told_
             text("Under the mat."),
         ],
     )
-    turn = agent.Turn(
+    turn = loop.Turn(
         "uid",
         marker,
         [],
-        start=agent.Agent(
-            "A", "Be brief.", (agent.Tool("lookup", "Look it up.", _Lookup, lookup),)
-        ),
+        start=Agent("A", "Be brief.", (Tool("lookup", "Look it up.", _Lookup, lookup),)),
     )
     events = _play(turn)
     outputs = [e["output"] for e in events if e["type"] == "tool_output"]
@@ -135,21 +136,21 @@ def test_a_handoff_gives_the_conversation_to_the_specialist_with_its_instruction
             text("On it."),
         ],
     )
-    turn = agent.Turn(
+    turn = loop.Turn(
         "uid",
         marker,
         [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}],
     )
     events = _play(turn)
     assert events[0] == {"type": "handoff", "new_agent": "Tasks", "current_agent": "Mnemo"}
-    assert turn.agent == "Tasks" and turn.suggestions == list(agent.SPECIALISTS[1].suggestions)
+    assert turn.agent == "Tasks" and turn.suggestions == list(SPECIALISTS[1].suggestions)
     first, second = asked
     assert {t["function"]["name"] for t in first["tools"]} == {
         "transfer_to_recall",
         "transfer_to_tasks",
     }
     assert [t["function"]["name"] for t in second["tools"]] == ["list_action_items"]
-    assert second["messages"][0]["content"] == agent.SPECIALISTS[1].instructions
+    assert second["messages"][0]["content"] == SPECIALISTS[1].instructions
     assert [m["content"] for m in second["messages"][1:4]] == ["Hi", "Hello.", marker]
     # Every call has its output: the second handoff is refused, not left unanswered.
     outputs = [json.loads(m["content"]) for m in second["messages"] if m["role"] == "tool"]
@@ -169,9 +170,9 @@ def test_a_model_request_is_the_body_the_sdks_create_would_send(openai, monkeypa
     marker = _use(openai, monkeypatch)
     call = tool_call("lookup", {"query": "keys", "limit": 3})
     asked = openai.answer_marked(marker, [tool_calls(call), text("Not found.")])
-    tool = agent.Tool("lookup", "Look it up.", _Lookup, lookup)
+    tool = Tool("lookup", "Look it up.", _Lookup, lookup)
     history = [{"role": "user", "content": "Ünïcode?"}, {"role": "assistant", "content": "Yes."}]
-    _play(agent.Turn("uid", marker, history, start=agent.Agent("A", "Be brief.", (tool,))))
+    _play(loop.Turn("uid", marker, history, start=Agent("A", "Be brief.", (tool,))))
     sent = asked[1]
     assert [m["role"] for m in sent["messages"]] == [
         *("system", "user", "assistant", "user"),
@@ -199,7 +200,7 @@ def _guessed_turn(openai, monkeypatch, confirmed_as: list[dict] | None) -> tuple
     async def run() -> tuple:
         confirm = asyncio.get_running_loop().create_future()
         asyncio.get_running_loop().call_later(0.05, confirm.set_result, confirmed_as)
-        turn = agent.Turn("uid", f"And now? {marker}", guess, confirm=lambda: confirm)
+        turn = loop.Turn("uid", f"And now? {marker}", guess, gate=Gate(lambda: confirm))
         return turn, [event async for event in turn.events()]
 
     turn, events = asyncio.run(asyncio.wait_for(run(), 10))
@@ -247,8 +248,8 @@ def test_an_answer_cut_short_keeps_what_it_cited_and_the_requests_it_made(openai
     openai.answer_marked(
         marker, [tool_calls(tool_call("remember", {})), broken("You like tea [1] and", after=5)]
     )
-    tool = agent.Tool("remember", "Recall.", _Nothing, remember)
-    turn = agent.Turn("uid", marker, [], start=agent.Agent("A", "Be brief.", (tool,)))
+    tool = Tool("remember", "Recall.", _Nothing, remember)
+    turn = loop.Turn("uid", marker, [], start=Agent("A", "Be brief.", (tool,)))
     with pytest.raises(llm.LLMError, match="mid-answer"):
         _play(turn)
     assert turn.answer == "You like tea [1] " and not turn.complete
@@ -264,7 +265,7 @@ def test_usage_is_the_last_a_stream_reports_not_a_sum_of_its_chunks():
         choices = [] if delta is None else [{"delta": delta, "finish_reason": finish}]
         return {"choices": choices, "usage": usage or None}
 
-    response = agent._Response()
+    response = loop._Response()
     for each in [
         chunk({"content": "Hi"}, prompt_tokens=9, completion_tokens=0),
         chunk({"content": "!"}, prompt_tokens=9, completion_tokens=1),
@@ -277,13 +278,13 @@ def test_usage_is_the_last_a_stream_reports_not_a_sum_of_its_chunks():
 
 
 def test_the_tool_budget_refuses_calls_past_ten():
-    context = chat_tools.ChatContext("uid")
-    assert all(context.take_call() for _ in range(chat_tools.MAX_TOOL_CALLS))
+    context = tools.ChatContext("uid")
+    assert all(context.take_call() for _ in range(tools.MAX_TOOL_CALLS))
     assert not context.take_call()
 
 
 def test_citations_resolve_in_order_of_mention_and_ignore_unknown_numbers():
-    context = chat_tools.ChatContext("uid")
+    context = tools.ChatContext("uid")
     assert context.cite("memory", "m1") == 1
     assert context.cite("conversation", "c1") == 2
     assert context.cite("memory", "m1") == 1  # one number per source
