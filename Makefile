@@ -7,8 +7,9 @@ NODE_STAMP := node_modules/.installed
 PORT ?= 8080
 RUN_FLAGS ?=
 PYTEST_ARGS ?=
+AGAINST ?= HEAD
 
-.PHONY: run test test-fast lint bench install clean lock
+.PHONY: run test test-fast lint bench bench-ab install clean lock
 
 run: install
 	PORT=$(PORT) $(PY) -m infra.local $(RUN_FLAGS)
@@ -30,6 +31,12 @@ bench: install
 	$(PY) -m bench.listen
 	$(PY) -m bench.pipeline
 	$(PY) -m bench.chat
+
+# This tree against another commit (AGAINST=REF; HEAD by default, which measures the noise),
+# alternating in the same rounds: cold starts and the chat's added latency.
+bench-ab: install
+	$(PY) -m bench.cold_start --against $(AGAINST)
+	$(PY) -m bench.chat --against $(AGAINST)
 
 install: $(STAMP) $(NODE_STAMP)
 
