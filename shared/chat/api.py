@@ -4,8 +4,8 @@
 The same agent, storage and one-turn-at-a-time rule as `WS /chats/{chat_id}`, on the chat `omi`.
 A client that disconnects cancels the turn and the model's stream. The OpenAPI document (built by
 a function, which does not ship `realtime/`) reads these declarations; so the machinery of a turn
-(the loop, the history, Starlette) is imported by the handlers, when the realtime service first
-calls them, not with this module.
+(the loop, the history, the model, Starlette) is imported by the handlers, when the realtime
+service first calls them, not with this module (nor are its secrets the OpenAPI function's).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from pydantic import Field
 
 from shared.core.models import Model, Page, Strict
-from shared.providers import llm
 from shared.resources import chats, conversations
 from shared.web.router import Call, Router
 
@@ -82,6 +81,7 @@ async def create_message(call: Call) -> Stream:
     what the answer's `[n]` markers cite, or `error: <detail>` if the model fails mid-answer.
     """
     from shared.chat.history import History
+    from shared.providers import llm
     from shared.web.streaming import Stream
 
     uid, body = call.user.uid, call.body
