@@ -25,6 +25,14 @@ from tests.support.deepgram_double import DeepgramDouble
 from tests.support.openai_double import OpenAIDouble
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `emulators` every test that needs the stack, directly or through another fixture
+    (`make test-unit` deselects them). Tests that start a stack of their own mark themselves."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.emulators)
+
+
 @pytest.fixture(scope="session")
 def deepgram_double() -> Iterator[DeepgramDouble]:
     """The Deepgram-protocol server the stack's realtime service transcribes with."""
