@@ -31,6 +31,7 @@ from tests.support.deepgram_double import DeepgramDouble
 from tests.support.openai_double import OpenAIDouble
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark `emulators` every test that needs the stack, directly or through another fixture
     (`make test-unit` deselects them). Tests that start a stack of their own mark themselves."""
