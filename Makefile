@@ -9,13 +9,17 @@ RUN_FLAGS ?=
 PYTEST_ARGS ?=
 AGAINST ?= HEAD
 
-.PHONY: run test test-fast lint bench bench-ab install clean lock
+.PHONY: run test test-unit test-fast lint bench bench-ab install clean lock
 
 run: install
 	PORT=$(PORT) $(PY) -m infra.local $(RUN_FLAGS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Everything that runs in process, without the emulator stack: seconds, not minutes.
+test-unit: install
+	$(PY) -m pytest -m "not emulators" $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

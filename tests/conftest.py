@@ -3,12 +3,16 @@
 It runs on free ports, so `make test` works while `make run` is up, and stops when pytest is
 interrupted, terminated (SIGTERM, SIGHUP) or killed. The test process itself talks
 to the same emulators (Firestore reads, Auth users) through the standard environment variables.
+
+Every test that needs the stack is marked `emulators`; the others (`make test-unit`) run in this
+process alone, the gateway's routing included (`gateway`).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,9 +24,20 @@ from infra.emulators import PROJECT
 from infra.local import LocalStack
 from infra.ports import Ports
 from infra.signals import STOP_SIGNALS, handling, interrupt
+from shared.auth import tokens
 from shared.core import settings as settings_module
+from shared.core.clients import Lazy
 from tests.support.deepgram_double import DeepgramDouble
 from tests.support.openai_double import OpenAIDouble
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `emulators` every test that needs the stack, directly or through another fixture
+    (`make test-unit` deselects them). Tests that start a stack of their own mark themselves."""
+    for item in items:
+        if "stack" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.emulators)
 
 
 @pytest.fixture(scope="session")
@@ -121,3 +136,43 @@ def firestore(stack: LocalStack):  # type: ignore[no-untyped-def]
     from google.cloud import firestore as firestore_sdk
 
     return firestore_sdk.Client(project=PROJECT)
+
+
+@pytest.fixture(scope="session")
+def gateway() -> Iterator[httpx.Client]:
+    """The stack's one port as an app in this process, with no emulator behind it: the same
+    routing to the same functions (through functions-framework) and to the realtime service,
+    for requests whose answer needs no stored data and no account."""
+    from starlette.testclient import TestClient
+
+    from infra.gateway import app
+
+    # Not entered as a context manager: no lifespan, so the realtime service warms no clients.
+    client = TestClient(app, base_url="http://localhost", raise_server_exceptions=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unreachable_auth(monkeypatch: pytest.MonkeyPatch) -> Iterator[AuthEmulator]:
+    """firebase-admin as under the Auth emulator (it checks the emulator's unsigned tokens in
+    this process), with nothing listening at the emulator's address: a token is refused or let
+    through on what it says alone, and a request that looks an account up gets a 503. Yields an
+    `AuthEmulator` for its forged tokens only; there is no emulator to sign up with."""
+    import firebase_admin
+
+    from infra.ports import free_port
+
+    host = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("FIREBASE_AUTH_EMULATOR_HOST", host)
+    # An app of its own: the shared one keeps its Auth client, made for the stack's emulator.
+    app = firebase_admin.initialize_app(
+        options={"projectId": PROJECT}, name=f"unreachable-{uuid.uuid4().hex}"
+    )
+    monkeypatch.setattr(tokens, "firebase_app", Lazy(lambda _: app))
+    forger = AuthEmulator(host, PROJECT)
+    try:
+        yield forger
+    finally:
+        forger.client.close()
+        firebase_admin.delete_app(app)

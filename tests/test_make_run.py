@@ -17,7 +17,7 @@ from infra.deployables import ROOT
 from infra.emulators import PROJECT
 from infra.ports import free_port, port_open
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.emulators]  # each starts a stack of its own
 
 
 def _descendants(pid: int) -> set[int]:

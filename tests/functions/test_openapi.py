@@ -9,8 +9,8 @@ from tests.support.routes import route_table
 
 
 @pytest.fixture(scope="module")
-def document(api):
-    reply = api.get("/openapi.json")
+def document(gateway):
+    reply = gateway.get("/openapi.json")
     assert reply.status_code == 200
     return reply.json()
 

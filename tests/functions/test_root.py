@@ -15,15 +15,15 @@ def test_test_reports_the_environment_connections_and_realtime_origin(api, stack
     }
 
 
-def test_the_home_page_is_a_page_in_development(api):
-    reply = api.get("/")
+def test_the_home_page_is_a_page_in_development(gateway):
+    reply = gateway.get("/")
     assert reply.status_code == 200
     assert reply.headers["content-type"].startswith("text/html")
 
 
-def test_an_unknown_path_is_a_json_404(api):
+def test_an_unknown_path_is_a_json_404(gateway):
     for path in ("/nope", "/v1/unknown/thing", "/v1/users/someone-else"):
-        reply = api.get(path)
+        reply = gateway.get(path)
         assert reply.status_code == 404, path
         assert reply.json()["detail"]
 
@@ -32,8 +32,8 @@ def test_the_realtime_health_answers_on_the_same_port(api):
     assert api.get("/health").json() == {"status": "ok", "connections": 0}
 
 
-def test_realtime_errors_are_json_too(api):
-    reply = api.post("/health")
+def test_realtime_errors_are_json_too(gateway):
+    reply = gateway.post("/health")
     assert reply.status_code == 405
     assert reply.json()["detail"]
 

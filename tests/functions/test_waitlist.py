@@ -52,20 +52,20 @@ def test_a_repeat_keeps_the_first_sign_up(api, firestore):
         ({"email": f"{'a' * 250}@example.com"}, "email"),
     ],
 )
-def test_a_bad_or_missing_address_is_422_naming_the_field(api, body, field):
-    reply = api.post("/waitlist", json=body)
+def test_a_bad_or_missing_address_is_422_naming_the_field(gateway, body, field):
+    reply = gateway.post("/waitlist", json=body)
     assert reply.status_code == 422
     assert field in reply.json()["detail"]
 
 
-def test_a_missing_form_field_is_422(api):
-    reply = api.post("/waitlist", data={"mail": "a@example.com"})
+def test_a_missing_form_field_is_422(gateway):
+    reply = gateway.post("/waitlist", data={"mail": "a@example.com"})
     assert reply.status_code == 422
     assert "email" in reply.json()["detail"]
 
 
-def test_a_body_that_is_not_json_is_422(api):
-    reply = api.post("/waitlist", content=b"email=", headers={"Content-Type": "text/plain"})
+def test_a_body_that_is_not_json_is_422(gateway):
+    reply = gateway.post("/waitlist", content=b"email=", headers={"Content-Type": "text/plain"})
     assert reply.status_code == 422
     assert reply.json()["detail"].startswith("body")
 
@@ -83,14 +83,14 @@ def test_an_oversized_body_is_413_and_stores_nothing(api, firestore, form):
     assert not firestore.collection("waitlist").document(waitlist_id(address)).get().exists
 
 
-def test_get_on_a_post_route_is_405_with_allow(api):
-    reply = api.get("/waitlist")
+def test_get_on_a_post_route_is_405_with_allow(gateway):
+    reply = gateway.get("/waitlist")
     assert reply.status_code == 405
     assert reply.headers["Allow"] == "POST"
     assert "detail" in reply.json()
 
 
-def test_a_multipart_field_too_large_for_memory_is_413(api):
-    reply = api.post("/waitlist", files={"email": (None, "a" * 600_000 + "@example.com")})
+def test_a_multipart_field_too_large_for_memory_is_413(gateway):
+    reply = gateway.post("/waitlist", files={"email": (None, "a" * 600_000 + "@example.com")})
     assert reply.status_code == 413
     assert "detail" in reply.json()

@@ -16,7 +16,7 @@ import pytest
 
 from infra.deployables import ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.emulators]  # each starts a stack of its own
 
 # The inner session's one test: it records the process groups of its stack (one per service) and
 # the guard, then holds the stack up until it is stopped from outside.

@@ -283,7 +283,7 @@ class _Exchange:
             await asyncio.sleep(0.01)  # a stray wake-up; never a busy loop
         if self.record.ended_at is None:
             self.record.disconnected_at = time.monotonic()
-            self.record.outcome = "disconnected"
+            self.record.outcome = self.record.outcome or "disconnected"
 
     async def pause(self, seconds: float | None) -> None:
         """Wait `seconds` (None: for ever); _Stop if the client leaves or the double lets go."""
@@ -586,6 +586,8 @@ class OpenAIDouble:
         await exchange.start(200, {"content-type": "text/event-stream; charset=utf-8"})
         for i, chunk in enumerate(chunks):
             if i == reply.break_after:
+                # Recorded before the write: the client may see the break and ask before `finish`.
+                record.outcome = "broken"
                 if reply.break_with == "error":
                     message = "The server had an error while processing your request."
                     error = json.dumps(_error(message, "server_error")).encode()
