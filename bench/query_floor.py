@@ -29,7 +29,7 @@ def query_floor(request: Any) -> tuple[dict[str, Any], int]:
     except ApiError as error:
         return error.body(), error.status
     listing = memories.listing(caller.uid, memories.MemoryQuery())
-    found = documents.page(listing, PAGE, 0, documents.shown(memories.Memory))
+    found = documents.read_page(listing, PAGE, 0, documents.shown(memories.Memory))
     if len(found) != PAGE:
         return {"detail": f"expected {PAGE} memories, found {len(found)}"}, 500
     return {}, 200

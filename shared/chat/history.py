@@ -159,7 +159,7 @@ class History:
 
     async def _check(self, guess: Messages, written: datetime | None) -> Messages | None:
         if written is not None and self._read is None:  # else a read is already under way
-            last = await run_in_threadpool(chats.last_written, self.uid, self.chat_id)
+            last = await run_in_threadpool(chats.read_last_written, self.uid, self.chat_id)
             if last == written:
                 return None
         if self._read is None:

@@ -203,7 +203,7 @@ def _new_memories(
     for text, vector in candidates:
         if any(_cosine(vector, other) > DUPLICATE_SIMILARITY for _, other in kept):
             continue
-        neighbours = memories.nearest(uid, vector, limit=5, within=1 - DUPLICATE_SIMILARITY)
+        neighbours = memories.find_nearest(uid, vector, limit=5, within=1 - DUPLICATE_SIMILARITY)
         if any((n.to_dict() or {}).get("conversation_id") != conversation_id for n in neighbours):
             log.info(
                 "skipped a memory the user already has",
@@ -339,7 +339,7 @@ def _timezone(uid: str) -> ZoneInfo:
 
 def _open_action_items(uid: str) -> list[str]:
     listing = action_items.listing(uid, action_items.ActionItemQuery(status="pending"))
-    found = documents.page(listing, limit=OPEN_ACTION_ITEMS_SHOWN, offset=0)
+    found = documents.read_page(listing, limit=OPEN_ACTION_ITEMS_SHOWN, offset=0)
     return [str(item.get("description", "")) for item in found]
 
 

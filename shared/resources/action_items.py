@@ -68,7 +68,8 @@ def listing(uid: str, query: ActionItemQuery) -> documents.Listing:
 def list_action_items(uid: str, query: ActionItemQuery) -> list[ActionItem]:
     found = listing(uid, query)
     return [
-        ActionItem.model_validate(item) for item in documents.page(found, query.limit, query.offset)
+        ActionItem.model_validate(item)
+        for item in documents.read_page(found, query.limit, query.offset)
     ]
 
 

@@ -86,7 +86,7 @@ def read_history(uid: str, chat_id: str) -> list[dict[str, str]]:
     ]
 
 
-def last_written(uid: str, chat_id: str) -> datetime | None:
+def read_last_written(uid: str, chat_id: str) -> datetime | None:
     """When the chat's last message was stored (its `created_at`), or None if it has none."""
     snapshot = _chat(uid, chat_id).get(field_paths=["updated_at"])
     written = (snapshot.to_dict() or {}).get("updated_at") if snapshot.exists else None

@@ -93,7 +93,7 @@ def listing(uid: str, query: ConversationQuery) -> documents.Listing:
 
 def list_conversations(uid: str, query: ConversationQuery) -> list[Conversation]:
     found = listing(uid, query)
-    page = documents.page(found, query.limit, query.offset, documents.shown(Conversation))
+    page = documents.read_page(found, query.limit, query.offset, documents.shown(Conversation))
     return [Conversation.model_validate(item) for item in page]
 
 
@@ -110,7 +110,7 @@ def delete_conversation(uid: str, conversation_id: str) -> None:
 def in_progress(uid: str) -> Conversation | None:
     """The caller's newest conversation in progress, if any."""
     query = ConversationQuery(status=ConversationStatus.in_progress, include_discarded=True)
-    found = documents.page(listing(uid, query), limit=1, offset=0)
+    found = documents.read_page(listing(uid, query), limit=1, offset=0)
     return Conversation.model_validate(found[0]) if found else None
 
 
@@ -264,7 +264,7 @@ def _holding(reference: Any, segment_id: str) -> datetime | None:
 SUMMARY_EMBEDDING_FIELD = "summary_embedding"
 
 
-def about(uid: str, topic: str, limit: int) -> list[Conversation]:
+def find_about(uid: str, topic: str, limit: int) -> list[Conversation]:
     """The caller's conversations closest to `topic`: nearest by summary embedding (cosine), or,
     without a working embedding model, the recent ones sharing most words with it."""
     from shared.providers import llm
@@ -273,7 +273,7 @@ def about(uid: str, topic: str, limit: int) -> list[Conversation]:
     vector = llm.embedding_or_none(topic, "conversation search falls back to keywords")
     if vector is not None:
         shown = documents.shown(Conversation)
-        found = documents.nearest(
+        found = documents.find_nearest(
             uid, COLLECTION, SUMMARY_EMBEDDING_FIELD, vector, limit, None, shown
         )
         return [Conversation.model_validate({**(s.to_dict() or {}), "id": s.id}) for s in found]

@@ -140,7 +140,7 @@ def listing(uid: str, query: MemoryQuery) -> documents.Listing:
 
 def list_memories(uid: str, query: MemoryQuery) -> list[Memory]:
     found = listing(uid, query)
-    page = documents.page(found, query.limit, query.offset, documents.shown(Memory))
+    page = documents.read_page(found, query.limit, query.offset, documents.shown(Memory))
     return [Memory.model_validate(item) for item in page]
 
 
@@ -210,13 +210,15 @@ def search(uid: str, query: MemorySearch) -> list[Memory]:
         merge(hits[:wanted])
     vector = _embedding(query.q)
     if vector is not None:
-        merge(nearest(uid, vector, wanted))
+        merge(find_nearest(uid, vector, wanted))
     best = sorted(ranked, key=lambda memory_id: -ranked[memory_id])[: query.limit]
     return [Memory.model_validate(found[memory_id]) for memory_id in best]
 
 
-def nearest(uid: str, vector: list[float], limit: int, within: float | None = None) -> list[Any]:
-    """The caller's memories nearest to `vector` (see `documents.nearest`), without their
+def find_nearest(
+    uid: str, vector: list[float], limit: int, within: float | None = None
+) -> list[Any]:
+    """The caller's memories nearest to `vector` (see `documents.find_nearest`), without their
     embeddings."""
     shown = documents.shown(Memory)
-    return documents.nearest(uid, COLLECTION, EMBEDDING_FIELD, vector, limit, within, shown)
+    return documents.find_nearest(uid, COLLECTION, EMBEDDING_FIELD, vector, limit, within, shown)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # 2 KB of text) is not one of ours, and some of it Firestore would refuse outright.
 DOCUMENT_ID = re.compile(r"^(?!__.*__$)[A-Za-z0-9_-]{1,64}$")
 ORDER_FIELD = "created_at"
-DISTANCE_FIELD = "distance"  # set on each result of `nearest`
+DISTANCE_FIELD = "distance"  # set on each result of `find_nearest`
 SINGULAR = {"memories": "memory", "conversations": "conversation", "action_items": "action item"}
 
 
@@ -118,7 +118,7 @@ def listing(
     return Listing(query, shape)
 
 
-def page(
+def read_page(
     listing: Listing, limit: int, offset: int, fields: list[str] | None = None
 ) -> list[dict[str, Any]]:
     """One page of the listing's documents (only their `fields`, if given), each with its `id`."""
@@ -127,7 +127,7 @@ def page(
     return [{**(snapshot.to_dict() or {}), "id": snapshot.id} for snapshot in query.stream()]
 
 
-def nearest(
+def find_nearest(
     uid: str,
     name: str,
     field: str,

@@ -63,7 +63,7 @@ async def conversations_between(context: ChatContext, agent: str, args: DateRang
 
 async def conversations_about(context: ChatContext, agent: str, args: Topic) -> dict:
     """The conversations closest to the topic."""
-    found = await asyncio.to_thread(conversations.about, context.uid, args.topic, 10)
+    found = await asyncio.to_thread(conversations.find_about, context.uid, args.topic, 10)
     return answer(
         "conversations",
         agent,

@@ -48,7 +48,9 @@ def test_pages_reads_and_nearest_neighbours_leave_the_embedding_out(firestore, u
     far = _plant(firestore, uid, "Coffee in the morning", [0.0, 1.0, 0.0])
     shown = documents.shown(Memory)
 
-    listed = documents.page(memories.listing(uid, MemoryQuery()), limit=25, offset=0, fields=shown)
+    listed = documents.read_page(
+        memories.listing(uid, MemoryQuery()), limit=25, offset=0, fields=shown
+    )
     assert [item["id"] for item in listed] == [far, near]
     assert all(memories.EMBEDDING_FIELD not in item for item in listed)
     assert listed[1]["content"] == "Tea in the afternoon"
@@ -58,11 +60,11 @@ def test_pages_reads_and_nearest_neighbours_leave_the_embedding_out(firestore, u
     assert memories.EMBEDDING_FIELD not in read and memories.KEYWORDS_FIELD not in read
     assert memories.EMBEDDING_FIELD in documents.read(uid, memories.COLLECTION, near)  # all fields
 
-    found = memories.nearest(uid, [0.9, 0.1, 0.0], limit=2)
+    found = memories.find_nearest(uid, [0.9, 0.1, 0.0], limit=2)
     assert [snapshot.id for snapshot in found] == [near, far]
     assert found[0].get("distance") < found[1].get("distance")
     assert memories.EMBEDDING_FIELD not in (found[0].to_dict() or {})
     assert found[0].get("content") == "Tea in the afternoon"
 
-    within = memories.nearest(uid, [0.9, 0.1, 0.0], limit=2, within=0.1)
+    within = memories.find_nearest(uid, [0.9, 0.1, 0.0], limit=2, within=0.1)
     assert [snapshot.id for snapshot in within] == [near]
