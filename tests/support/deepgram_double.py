@@ -1,4 +1,4 @@
-"""A Deepgram live-transcription server on 127.0.0.1, scripted per test (see docs/architecture.md, "Local stack").
+"""A Deepgram live-transcription server on 127.0.0.1, scripted per test (docs/architecture.md).
 
 It speaks `/v1/listen` closely enough for the real deepgram-sdk: the WebSocket upgrade with
 `Authorization: Token <key>` (anything else is refused with 401), binary audio frames, the JSON
