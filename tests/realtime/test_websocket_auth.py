@@ -100,12 +100,12 @@ def test_an_identity_backend_that_is_down_closes_with_1013_try_again_later(
 ):
     from google.api_core import exceptions
 
-    import realtime.auth
+    import shared.web.streaming
 
     def down(*args, **kwargs):
         raise exceptions.DeadlineExceeded("Firestore did not answer")
 
-    monkeypatch.setattr(realtime.auth, "authenticate", down)
+    monkeypatch.setattr(shared.web.streaming, "authenticate", down)
     user = auth_emulator.sign_up()
     code, reason = _closed_with(f"ws://{server}/whoami?token={user.token}")
     assert code == 1013 and "retry" in reason
