@@ -55,7 +55,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import statistics
 import sys
@@ -68,14 +67,23 @@ from typing import Any
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.connection import Connection
-from websockets.exceptions import WebSocketException
 
 from bench import harness
-from bench.cold_start import CONNECT_TIMEOUT, FLOOR, FLOOR_SOURCE, POLL_INTERVAL, Runner, Target
+from bench.chat_cold import FAILURES, cold, start_realtime
+from bench.chat_report import FLOORS, comparison, summarize, tables
+from bench.chat_turns import (
+    ANSWER,
+    EVENT_TIMEOUT,
+    SWITCH_INTERVAL,
+    Double,
+    Sample,
+    pct,
+    sse_turn,
+    ws_turn,
+)
 from bench.harness import (
     BenchError,
     Tree,
-    format_table,
     note,
     on_stack,
     positive_ints,
@@ -84,122 +92,13 @@ from bench.harness import (
 from infra.auth_emulator import AuthEmulator, User
 from infra.emulators import PROJECT
 from infra.local import LocalStack
-from infra.ports import free_port
-from infra.services import Service, uvicorn_service
+from infra.services import Service
 from shared.chat.api import CHAT_ID
-from tests.support.openai_double import OpenAIDouble, RecordedRequest, Reply, text
 
-ANSWER = "Hello! Good to see you again."
-CHUNK_GAP = 0.01  # seconds between the model's streamed chunks (see above)
 MODEL_TTFT = 0.05  # seconds, the double's time to first token by default (see above)
 HISTORY = [{"role": "user", "content": "bench"}, {"role": "assistant", "content": ANSWER}] * 5
-START_TIMEOUT = 60.0  # a realtime process, to its first /health
-EVENT_TIMEOUT = 30.0  # any one event, response or handshake
-MAX_EVENTS = 100  # per turn (a turn here has about ten)
 MAX_TURNS = 10_000  # per chat and round: a bound, not a target
-FLOORS = ("firestore_history", "agent_stack_in_process", "ws_rtt", "http_rtt")
 PROCESS_FLOORS = FLOORS[:2]  # in this process, once a pair of turns whatever the trees
-# The double shares this process: a thread waiting for the GIL would otherwise wait up to 5 ms,
-# the size of what is measured.
-SWITCH_INTERVAL = 0.001
-FAILURES = (WebSocketException, httpx.HTTPError, OSError, TimeoutError)
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One turn's times, in seconds (see the module doc)."""
-
-    ttfd: float
-    before_model: float  # t_send -> the double received the model request
-    model_ttft: float  # the double's own time to first token
-    after_first_token: float  # the double's first token -> the client's first delta
-
-    @property
-    def added(self) -> float:
-        return self.before_model + self.after_first_token
-
-
-def pct(values: list[float], q: int) -> float:
-    """The q-th percentile in milliseconds (NaN without values)."""
-    if len(values) < 2:
-        return values[0] * 1000 if values else math.nan
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] * 1000
-
-
-def stats(samples: list[Sample]) -> dict[str, float]:
-    """p50 and p99 of each time of `samples`, in ms, keyed like `added_p50_ms`."""
-    names = ("ttfd", "added", "before_model", "after_first_token", "model_ttft")
-    series = {name: [getattr(sample, name) for sample in samples] for name in names}
-    return {f"{k}_p{q}_ms": round(pct(v, q), 2) for k, v in series.items() for q in (50, 99)}
-
-
-class Double(OpenAIDouble):
-    """The OpenAI double answering `self.reply` to every chat request, each remembered under its
-    message."""
-
-    def __init__(self, ttft: float) -> None:
-        super().__init__()
-        self.seen: dict[str, RecordedRequest] = {}
-        self.asked_twice: set[str] = set()
-        self.responder = self._respond
-        # Streamed word by word: five deltas.
-        self.reply = text(ANSWER, delay=ttft, chunk_delay=CHUNK_GAP)
-
-    def _respond(self, request: RecordedRequest) -> Reply:
-        message = str(request.messages[-1].get("content"))
-        if message in self.seen:  # a turn asked again: its sample would hide the first request
-            self.asked_twice.add(message)
-        self.seen[message] = request
-        return self.reply
-
-    def sample(self, message: str, t_send: float, t_first: float) -> Sample:
-        if message in self.asked_twice:
-            raise BenchError(f"the model was asked twice for {message!r} (a stale history?)")
-        request = self.seen.pop(message, None)
-        if request is None or request.first_token_at is None or not t_first:
-            raise BenchError(f"no model request or no delta for {message!r}")
-        received, first = request.received_at, request.first_token_at
-        return Sample(t_first - t_send, received - t_send, first - received, t_first - first)
-
-
-async def ws_turn(ws: Connection, message: str) -> tuple[float, float]:
-    """Send `message` and read the turn to its `suggested_prompts`: (t_send, t_first)."""
-    t_send = time.monotonic()
-    await ws.send(message)
-    t_first, answer = 0.0, ""
-    for _ in range(MAX_EVENTS):
-        raw = await asyncio.wait_for(ws.recv(), EVENT_TIMEOUT)
-        now = time.monotonic()
-        event = json.loads(raw)
-        if event["type"] == "raw_response_event":
-            t_first, answer = t_first or now, answer + event["delta"]
-        elif event["type"] == "error":
-            raise BenchError(f"WS turn {message!r}: {event}")
-        elif event["type"] == "suggested_prompts":
-            break
-    if answer != ANSWER:
-        raise BenchError(f"WS turn {message!r} answered {answer!r}")
-    return t_send, t_first
-
-
-async def sse_turn(client: httpx.AsyncClient, user: User, message: str) -> tuple[float, float]:
-    """POST `message` to /v2/messages and read the stream to its end: (t_send, t_first)."""
-    t_send = time.monotonic()
-    t_first, chunks = 0.0, []
-    body = {"message": message}
-    async with client.stream("POST", "/v2/messages", json=body, headers=user.bearer) as reply:
-        if reply.status_code != 200:
-            await reply.aread()
-            raise BenchError(f"POST /v2/messages answered {reply.status_code}: {reply.text}")
-        async for line in reply.aiter_lines():
-            if line.startswith("data: "):
-                t_first = t_first or time.monotonic()
-                chunks.append(line.removeprefix("data: "))
-            elif line.startswith("error: "):
-                raise BenchError(f"SSE turn {message!r}: {line}")
-    if "".join(chunks) != ANSWER:
-        raise BenchError(f"SSE turn {message!r} answered {''.join(chunks)!r}")
-    return t_send, t_first
 
 
 @dataclass
@@ -352,86 +251,6 @@ async def agent_turn(message: str) -> tuple[float, float]:
     return t_send, t_first
 
 
-def start_realtime(
-    env: dict[str, str], log_dir: Path, tree: Tree, *, lifespan: bool = True
-) -> tuple[Service, float, float]:
-    """A realtime process of `tree` once it answers `/health`: it, when it was started
-    (monotonic) and how long it took to answer."""
-    service = uvicorn_service(f"realtime-{tree.name}", "realtime.app:app", free_port(), env)
-    service.cwd, service.env = tree.path, tree.env(service.env or {})
-    if not lifespan:
-        service.command += ["--lifespan", "off"]
-    url = f"http://127.0.0.1:{service.port}/health"
-    # As the floor is polled (bench/cold_start.py): a new connection each time, every 5 ms.
-    with httpx.Client(limits=httpx.Limits(max_keepalive_connections=0)) as client:
-        started = time.monotonic()
-        service.start(log_dir)
-        assert service.process is not None
-        try:
-            while time.monotonic() < started + START_TIMEOUT:
-                try:
-                    reply = client.get(url, timeout=httpx.Timeout(10, connect=CONNECT_TIMEOUT))
-                except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError):
-                    if service.process.poll() is not None:
-                        raise BenchError(f"realtime exited\n{service.log_tail()}") from None
-                    time.sleep(POLL_INTERVAL)
-                    continue
-                if reply.status_code != 200:
-                    raise BenchError(f"/health answered {reply.status_code}\n{service.log_tail()}")
-                return service, started, time.monotonic() - started
-            raise BenchError(f"no /health within {START_TIMEOUT:g} s\n{service.log_tail()}")
-        except BaseException:
-            service.stop()
-            raise
-
-
-COLD = {
-    "floor": "floor: functions-framework + Firestore read, first 200",
-    "bare": "realtime --lifespan off: first 200 on /health",
-    "health": "realtime: first 200 on /health",
-    "open": "realtime: first chat's socket open, from /health",
-    "first_ttfd": "realtime: first chat's TTFD, from its send",
-    "from_start": "realtime: first chat's first delta, from process start",
-}
-
-
-def cold(
-    benches: list[Bench], env: dict[str, str], rounds: int, warmup: int, log_dir: Path
-) -> dict[str, dict[str, list[float]]]:
-    """Alternating cold starts per tree, in seconds, keyed as `COLD` (the floor's shared)."""
-    runner = Runner({**os.environ, **env}, benches[0].users[0].token, log_dir)
-    floors: list[float] = []
-    found = {
-        b.tree.name: {"floor": floors, **{key: [] for key in COLD if key != "floor"}}
-        for b in benches
-    }
-    for i in range(warmup + rounds):
-        label = "warm-up" if i < warmup else f"round {i - warmup + 1}/{rounds}"
-        floor = runner.cold_start(Target(FLOOR, FLOOR_SOURCE)) / 1000
-        note(f"  {label}: floor {floor * 1000:.0f} ms")
-        if i >= warmup:
-            floors.append(floor)
-        for tree in harness.alternated([b.tree for b in benches], i):
-            bench = next(b for b in benches if b.tree is tree)
-            bare, _, bare_s = start_realtime(env, log_dir, tree, lifespan=False)
-            bare.stop()
-            service, started, health_s = start_realtime(env, log_dir, tree)
-            message, user = f"{bench.tag}-c{i}", bench.users[0]
-            try:
-                opened, t_first, first = asyncio.run(bench.first_chat(service.port, user, message))
-            except FAILURES as error:
-                raise BenchError(f"first chat: {error!r}\n{service.log_tail()}") from None
-            finally:
-                service.stop()
-            times = [bare_s, health_s, opened - started - health_s, first.ttfd, t_first - started]
-            pairs = list(zip(list(COLD)[1:], times, strict=True))
-            at = f"@{tree.name} " if len(benches) > 1 else ""
-            note(f"    {at}" + ", ".join(f"{key} {t * 1000:.0f}" for key, t in pairs) + " ms")
-            for key, value in pairs if i >= warmup else []:
-                found[tree.name][key].append(value)
-    return found
-
-
 def run(
     args: argparse.Namespace, stack: LocalStack, log_dir: Path, sides: list[Tree]
 ) -> dict[str, dict[str, Any]]:
@@ -475,42 +294,6 @@ def run(
         for name, found_cold in cold(benches, env, args.rounds, args.cold_warmup, log_dir).items():
             out[name]["cold"] = found_cold
     return out
-
-
-LATENCY = ("TTFD p50", "added p50", "p99", "before model p50", "after 1st token p50")
-LATENCY_KEYS = ("ttfd_p50", "added_p50", "added_p99", "before_model_p50", "after_first_token_p50")
-
-
-def latency(samples: list[Sample]) -> tuple[str, ...]:
-    found = stats(samples)
-    cells = (f"{found[f'{key}_ms']:.1f}" for key in LATENCY_KEYS)
-    return (*cells, f"{found['model_ttft_p50_ms']:.2f}")
-
-
-def tables(out: dict[str, Any]) -> str:
-    warm, c = out["warm"], out["cold"]
-    rows: list[tuple[str, ...]] = [("", "samples", *LATENCY, "model TTFT p50")]
-    rows += [(t.upper(), str(len(warm[t])), *latency(warm[t])) for t in ("ws", "sse")]
-    lowest = ", ".join(f"{name} {ms:.2f}" for name, ms in out["floors"].items())
-    header = ("N", "turns", "turns/s", *LATENCY, "model TTFT p50", "rt CPU ms/turn")
-    concurrency: list[tuple[str, ...]] = [(*header, "CPU % rt/loadgen/firestore/machine")]
-    for r in out["rounds"]:
-        percents = "/".join(f"{percent:.0f}" for percent in r.percent.values())
-        row = (str(r.chats), str(len(r.samples)), f"{r.turns_per_s:.1f}", *latency(r.samples))
-        concurrency.append((*row, f"{r.cpu_ms_per_turn:.1f}", percents))
-    floor = statistics.median(c["floor"])
-    cold_rows = [("cold start (ms)", "median", "min-max", "x floor")]
-    for key, label in COLD.items():
-        median, low, high = (f(c[key]) for f in (statistics.median, min, max))
-        span = f"{low * 1000:.0f}-{high * 1000:.0f}"
-        cold_rows.append((label, f"{median * 1000:.0f}", span, f"{median / floor:.2f}"))
-    return "\n\n".join(
-        [
-            f"warm, one turn at a time (ms)\n{format_table(rows, {0})}\nfloors (p50 ms): {lowest}",
-            f"concurrent WS chats, back to back (ms)\n{format_table(concurrency, {})}",
-            format_table(cold_rows, left={0}),
-        ]
-    )
 
 
 def main() -> int:
@@ -572,72 +355,6 @@ def main() -> int:
         comparison=harness.comparison_records(ab),
     )
     return 0
-
-
-def summarize(
-    args: argparse.Namespace, out: dict[str, Any], wall: float
-) -> tuple[str, dict[str, Any]]:
-    """One tree's summary line and the fields `write_results` keeps of it."""
-    warm, rounds, c = out["warm"], out["rounds"], out["cold"]
-    ws, sse = (pct([s.added for s in warm[t]], 50) for t in ("ws", "sse"))
-    best = max((r.chats for r in rounds if r.p50 < args.added_ms), default=0)
-    ratio = statistics.median(c["health"]) / statistics.median(c["floor"])
-    fast, cold_ok = max(ws, sse) < args.added_ms, ratio <= args.ratio
-    lowest = out["floors"]
-    summary = (
-        f"added p50 {'PASS' if fast else 'FAIL'}: WS {ws:.1f} ms, SSE {sse:.1f} ms (target < "
-        f"{args.added_ms:g}; floors: Firestore {lowest['firestore_history']:.1f}, "
-        f"agent stack {lowest['agent_stack_in_process']:.1f}); largest N with p50 added < "
-        f"{args.added_ms:g} ms: {best or 'none'}; cold /health {'PASS' if cold_ok else 'FAIL'}: "
-        f"{ratio:.2f}x the floor (target <= {args.ratio:g}x); fresh process's first delta "
-        f"{statistics.median(c['from_start']):.2f} s after its start; wall {wall:.0f} s"
-    )
-    fields = dict(
-        added_bound_ms=args.added_ms,
-        model_ttft_ms=args.model_ttft,
-        ratio_bound=args.ratio,
-        switch_interval_s=SWITCH_INTERVAL,
-        passed={"added": fast, "cold_start": cold_ok},
-        warm={t: {"samples": len(warm[t]), **stats(warm[t])} for t in ("ws", "sse")},
-        floors_p50_ms=lowest,
-        concurrency=[
-            {
-                "chats": r.chats,
-                "turns": len(r.samples),
-                "window_s": round(r.window_s, 2),
-                "turns_per_s": round(r.turns_per_s, 1),
-                **stats(r.samples),
-                "realtime_cpu_ms_per_turn": round(r.cpu_ms_per_turn, 2),
-                "cpu_percent_of_one_core": {k: round(v, 1) for k, v in r.percent.items()},
-            }
-            for r in rounds
-        ],
-        largest_chats_under_bound=best,
-        cold_start_ms={k: [round(v * 1000, 1) for v in values] for k, values in c.items()},
-        cold_start_ratio=round(ratio, 3),
-    )
-    return summary, fields
-
-
-def comparison(ref: dict[str, Any], head: dict[str, Any]) -> list[tuple[str, float, float]]:
-    """(row, REF, HEAD) for the A/B table: warm latencies and service floors (p50, ms), each
-    N's added p50, wall and CPU per turn, and each cold start's median: lower is better in all."""
-    rows = []
-    for transport in ("ws", "sse"):
-        a, b = (stats(out["warm"][transport]) for out in (ref, head))
-        for key in LATENCY_KEYS:
-            rows.append((f"{transport.upper()} {key} ms", a[f"{key}_ms"], b[f"{key}_ms"]))
-    rows += [(f"{key} p50 ms", ref["floors"][key], head["floors"][key]) for key in FLOORS[2:]]
-    for a, b in zip(ref["rounds"], head["rounds"], strict=True):
-        rows.append((f"N={a.chats} added p50 ms", a.p50, b.p50))
-        rows.append(
-            (f"N={a.chats} wall ms/turn (1000/turns/s)", *(1000 / r.turns_per_s for r in (a, b)))
-        )
-        rows.append((f"N={a.chats} rt CPU ms/turn", a.cpu_ms_per_turn, b.cpu_ms_per_turn))
-    for key, label in list(COLD.items())[1:]:
-        medians = (statistics.median(out["cold"][key]) * 1000 for out in (ref, head))
-        rows.append((f"{label} (ms)", *medians))
-    return rows
 
 
 if __name__ == "__main__":

@@ -19,37 +19,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import math
 import os
 import statistics
-import struct
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import ServerConnection
-from websockets.exceptions import ConnectionClosed
 
 from bench import harness
-from bench.harness import BenchError, format_table, note, on_stack, positive_ints, write_results
-from infra.auth_emulator import AuthEmulator, User
+from bench.harness import BenchError, note, on_stack, positive_ints, write_results
+from bench.listen_clients import (
+    BYTES_PER_SECOND,
+    FRAME_BYTES,
+    FRAME_SECONDS,
+    SAMPLE_RATE,
+    Client,
+    StampingDouble,
+)
+from bench.listen_round import Round, progress, record, table
+from infra.auth_emulator import AuthEmulator
 from infra.local import LocalStack
 from infra.ports import free_port
 from infra.services import Service, uvicorn_service
-from tests.support.deepgram_double import Connection, DeepgramDouble, results, word
 
-SAMPLE_RATE = 16000
-BYTES_PER_SECOND = SAMPLE_RATE * 2
-FRAME_SECONDS = 0.03
-FRAME_BYTES = int(FRAME_SECONDS * SAMPLE_RATE) * 2  # 960
 LISTEN_QUERY = f"codec=pcm16&sample_rate={SAMPLE_RATE}"
 STAGGER_SECONDS = 1.0  # starts spread over one result interval, so results do not come in bursts
 STOP_P99_MS = 200.0  # larger N are not tried past this (or past any loss)
@@ -58,144 +56,6 @@ CONNECT_TIMEOUT = 60.0  # all clients connected and told `ready`
 CONNECT_CONCURRENCY = 20  # handshakes in flight at once
 DRAIN_TIMEOUT = 15.0  # after the last frame: the last transcripts
 CLOSE_TIMEOUT = 15.0  # sockets closed, here, at the double and in the realtime process
-
-
-class _StampingSocket:
-    """The double's server connection, stamping each `Results` just before it is written."""
-
-    def __init__(self, inner: ServerConnection, double: StampingDouble, record: Connection):
-        self._inner, self._double, self._record = inner, double, record
-
-    async def send(self, message: str) -> None:
-        data = json.loads(message)
-        words = data["channel"]["alternatives"][0]["words"] if data.get("type") == "Results" else []
-        if words:
-            label = words[0]["punctuated_word"]
-            self._double.stream_of[label.partition("k")[0]] = self._record
-            self._double.sent_ns[label] = time.perf_counter_ns()
-        await self._inner.send(message)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-class StampingDouble(DeepgramDouble):
-    """The Deepgram double; `sent_ns[label]` is when the `Results` carrying the word `label`
-    was handed to the socket, and `stream_of["s<n>"]` the connection that carried it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.sent_ns: dict[str, int] = {}
-        self.stream_of: dict[str, Connection] = {}
-
-    def script(self, streams: int, steps: int) -> None:
-        """On the n-th accepted stream, after each k seconds of audio: one word `s<n>k<k>`."""
-        self.reset()
-        self.sent_ns.clear()
-        self.stream_of.clear()
-        for n in range(1, streams + 1):
-            for k in range(1, steps + 1):
-                said = results([word(f"s{n}k{k}", k - 0.8, k - 0.2, 0)])
-                self.when_audio(k * BYTES_PER_SECOND, said, connection=n)
-
-    async def _send(
-        self, connection: ServerConnection, record: Connection, outbox: asyncio.Queue[Any]
-    ) -> None:
-        stamping = cast(ServerConnection, _StampingSocket(connection, self, record))
-        await super()._send(stamping, record, outbox)
-
-    @property
-    def native_id(self) -> int:
-        assert self._thread is not None and self._thread.native_id is not None
-        return self._thread.native_id
-
-
-def tone_frame(index: int) -> bytes:
-    """30 ms of a 440 Hz tone (the double ignores content; the decoder does not)."""
-    count = FRAME_BYTES // 2
-    first = index * count
-    phases = (2 * math.pi * 440 * n / SAMPLE_RATE for n in range(first, first + count))
-    return struct.pack(f"<{count}h", *(int(8000 * math.sin(phase)) for phase in phases))
-
-
-FRAMES = [tone_frame(i) for i in range(100)]  # 3 s, repeated
-
-
-@dataclass
-class Client:
-    user: User
-    socket: ClientConnection | None = None
-    sent_bytes: int = 0
-    lag_s: list[float] = field(default_factory=list)
-    latencies_ms: list[float] = field(default_factory=list)
-    labels: set[str] = field(default_factory=set)
-    error: str | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    closing: bool = False
-
-    async def open(self, url: str, compression: str | None, gate: asyncio.Semaphore) -> None:
-        async with gate:
-            try:
-                socket = await connect(
-                    f"{url}&token={self.user.token}",
-                    open_timeout=30,
-                    compression=compression,
-                    max_queue=None,
-                )
-                first = json.loads(await asyncio.wait_for(socket.recv(), 30))
-            except (OSError, TimeoutError, ConnectionClosed) as error:
-                self.error = f"connect: {error!r}"
-                return
-            if first != {"type": "service_status", "status": "ready"}:
-                self.error = f"first event {first}"
-                await socket.close()
-                return
-            self.socket = socket
-
-    async def read(self, double: StampingDouble, steps: int) -> None:
-        assert self.socket is not None
-        try:
-            async for raw in self.socket:
-                event = json.loads(raw)
-                received = time.perf_counter_ns()
-                if event.get("type") == "transcript":
-                    for label in (segment["text"] for segment in event["segments"]):
-                        sent = double.sent_ns.get(label)
-                        if sent is None:
-                            self.error = f"unknown segment {label!r}"
-                            continue
-                        self.latencies_ms.append((received - sent) / 1e6)
-                        self.labels.add(label)
-                    if len(self.labels) >= steps:
-                        self.done.set()
-                elif event.get("type") == "service_status" and event.get("status") != "ready":
-                    self.error = f"service_status {event}"
-        except ConnectionClosed as error:
-            if not self.closing:
-                self.error = f"closed by the server: {error}"
-        finally:
-            self.done.set()
-
-    async def stream(self, start: float, frames: int) -> None:
-        """`frames` frames, frame j at `start + j * 30 ms` (perf_counter), whatever came before."""
-        assert self.socket is not None
-        try:
-            for j in range(frames):
-                deadline = start + j * FRAME_SECONDS
-                if (delay := deadline - time.perf_counter()) > 0:
-                    await asyncio.sleep(delay)
-                self.lag_s.append(time.perf_counter() - deadline)
-                frame = FRAMES[j % len(FRAMES)]
-                await self.socket.send(frame)
-                self.sent_bytes += len(frame)
-        except ConnectionClosed as error:
-            self.error = f"closed while streaming: {error}"
-
-    def arrived_whole(self, double: StampingDouble) -> bool:
-        """Whether the double's stream that this client's audio reached got every byte sent."""
-        stream = next(iter(self.labels)).partition("k")[0] if self.labels else ""
-        record = double.stream_of.get(stream)
-        return record is not None and record.audio_bytes == self.sent_bytes
 
 
 async def finish(
@@ -213,43 +73,6 @@ async def finish(
     errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
     if errors and raise_first:
         raise errors[0]
-
-
-def p99(samples: list[float], default: float) -> float:
-    if len(samples) < 2:
-        return default
-    return statistics.quantiles(samples, n=100, method="inclusive")[98]
-
-
-@dataclass
-class Round:
-    """N streams of `seconds` each: what was measured, summarized once."""
-
-    streams: int
-    seconds: int
-    clients: list[Client]
-    window_s: float  # the steady state, all N streaming
-    cpu: dict[str, float]  # % of one core over `window_s`, by party (as in the results file)
-    errors: list[str]
-    provider_connections: int
-    lost_streams: int  # bytes reaching the double differ from those sent
-    realtime_rss_mb: float
-
-    def __post_init__(self) -> None:
-        self.latencies = [ms for client in self.clients for ms in client.latencies_ms]
-        lags = [lag for client in self.clients for lag in client.lag_s]
-        self.expected = self.streams * self.seconds
-        self.received = sum(len(client.labels) for client in self.clients)
-        self.lost = bool(self.lost_streams or self.errors or self.received < self.expected)
-        self.p50 = statistics.median(self.latencies) if self.latencies else math.inf
-        self.p99 = p99(self.latencies, math.inf)
-        self.max_ms = max(self.latencies, default=math.inf)
-        self.lag_p99_ms = p99(lags, 0.0) * 1000
-        self.lag_max_ms = max(lags, default=0.0) * 1000
-        self.cpu_per_stream = self.cpu["realtime"] / self.streams
-
-    def meets(self, p99_ms: float) -> bool:
-        return not self.lost and self.p99 < p99_ms
 
 
 @dataclass
@@ -357,67 +180,6 @@ class Bench:
                 return
             time.sleep(0.1)
         note("  (sockets still open after the round)")
-
-
-def table(rounds: list[Round], p99_ms: float) -> str:
-    columns: dict[str, Callable[[Round], str]] = {
-        "N": lambda r: str(r.streams),
-        "transcripts": lambda r: f"{r.received}/{r.expected}",
-        "p50 ms": lambda r: f"{r.p50:.1f}",
-        "p99 ms": lambda r: f"{r.p99:.1f}",
-        "max ms": lambda r: f"{r.max_ms:.1f}",
-        "lost": lambda r: "yes" if r.lost else "no",
-        "send lag p99 ms": lambda r: f"{r.lag_p99_ms:.1f}",
-        "rt CPU/stream %": lambda r: f"{r.cpu_per_stream:.2f}",
-        "rt CPU %": lambda r: f"{r.cpu['realtime']:.0f}",
-        "loadgen (double) %": lambda r: (
-            f"{r.cpu['load_generator']:.0f} ({r.cpu['load_generator_double_thread']:.0f})"
-        ),
-        "firestore %": lambda r: f"{r.cpu['firestore_emulator']:.0f}",
-        "machine %": lambda r: f"{r.cpu['machine']:.0f}",
-        "rt RSS MB": lambda r: f"{r.realtime_rss_mb:.0f}",
-        f"p99<{p99_ms:g}ms": lambda r: "ok" if r.meets(p99_ms) else "over",
-    }
-    rows = [tuple(cell(r) for cell in columns.values()) for r in rounds]
-    return format_table([tuple(columns), *rows], left={len(columns) - 1})
-
-
-def record(r: Round, p99_ms: float) -> dict[str, Any]:
-    def rounded(value: float) -> float | None:
-        return round(value, 2) if math.isfinite(value) else None
-
-    return {
-        "streams": r.streams,
-        "audio_seconds": r.seconds,
-        "window_s": round(r.window_s, 2),
-        "transcripts_expected": r.expected,
-        "transcripts_received": r.received,
-        "latency_p50_ms": rounded(r.p50),
-        "latency_p99_ms": rounded(r.p99),
-        "latency_max_ms": rounded(r.max_ms),
-        "lost": r.lost,
-        "streams_with_byte_mismatch": r.lost_streams,
-        "provider_connections": r.provider_connections,
-        "client_send_lag_p99_ms": round(r.lag_p99_ms, 2),
-        "client_send_lag_max_ms": round(r.lag_max_ms, 2),
-        "bytes_sent_per_stream": sorted({c.sent_bytes for c in r.clients}),
-        "cpu_percent_of_one_core": {
-            "realtime_per_stream": round(r.cpu_per_stream, 3),
-            **{party: round(percent, 1) for party, percent in r.cpu.items()},
-        },
-        "realtime_rss_mb": round(r.realtime_rss_mb, 1),
-        "meets_p99": r.meets(p99_ms),
-        "errors": r.errors[:20],
-    }
-
-
-def progress(r: Round) -> str:
-    return (
-        f"  N={r.streams}: p50 {r.p50:.1f} ms, p99 {r.p99:.1f} ms, {r.received}/{r.expected} "
-        f"transcripts, lost {'yes' if r.lost else 'no'}, realtime CPU {r.cpu['realtime']:.0f}% "
-        f"({r.cpu_per_stream:.2f}%/stream), load generator {r.cpu['load_generator']:.0f}%"
-        + (f"; {len(r.errors)} errors, first: {r.errors[0]}" if r.errors else "")
-    )
 
 
 def firestore_floor(samples: int = 30, warmup: int = 5) -> list[float]:

@@ -32,33 +32,36 @@ import argparse
 import json
 import os
 import random
-import re
-import statistics
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from bench import harness
-from bench.harness import BenchError, format_table, note, on_stack, write_results
-from infra import deployables
+from bench.harness import BenchError, note, on_stack, write_results
+from bench.pipeline_floor import FLOOR_TOPIC, Arrivals, Sink, create_floor_topic
+from bench.pipeline_model import MARKER, respond
+from bench.pipeline_report import (
+    STAGES,
+    Burst,
+    Results,
+    burst_stats,
+    p50,
+    p99,
+    tables,
+)
 from infra.emulators import PROJECT
 from infra.local import LocalStack
-from infra.ports import free_port
 from infra.services import Service
 from shared.store import pubsub
 from shared.store.topics import ConversationFinished
 from tests.support import seed
-from tests.support.openai_double import OpenAIDouble, RecordedRequest, Reply, json_content
+from tests.support.openai_double import OpenAIDouble, RecordedRequest
 
-FLOOR_TOPIC = "bench.floor"
 CHAT, EMBEDDINGS = "/v1/chat/completions", "/v1/embeddings"
 WARMUP = 5  # unrecorded floor messages and conversations, one at a time
 WAIT_TIMEOUT = 30.0  # seconds: one conversation or push
@@ -68,148 +71,6 @@ LOCK_TIMEOUT = "Transaction lock timeout"  # the Firestore emulator's log line
 # right after the previous push would always wait a whole tick, so each message published one
 # at a time is first delayed by a random part of a tick (not timed).
 PUSH_TICK = 0.1
-MARKER = re.compile(r"bench-[0-9a-f]{8}-\d+")  # a conversation's user id, in its transcript
-# Between the marks: publish; the double's chat request received, answered; its embeddings
-# request received, answered; `completed_at` (taken in the transaction after its reads); seen.
-STAGES = (
-    "publish -> chat request",
-    "chat (LLM double)",
-    "chat -> embeddings request",
-    "embeddings (LLM double)",
-    "embeddings -> in transaction",
-    "in transaction -> completed seen",
-)
-
-
-def respond(request: RecordedRequest) -> Reply:
-    uid = found.group() if (found := MARKER.search(json.dumps(request.messages))) else "?"
-    return json_content(
-        {
-            "title": f"Slides for Sarah {uid}",
-            "emoji": "📊",
-            "category": "work",
-            "overview": "The user promised to send Sarah the slides.",
-            "action_items": [
-                {"description": "Send Sarah the slides", "due_at": "2026-11-24T17:00"}
-            ],
-            "events": [],
-            "memories": [
-                f"The user works with Sarah on the {uid} project.",
-                "The user prefers tea to coffee in the afternoon.",
-            ],
-        }
-    )
-
-
-class Arrivals:
-    """When each key was first seen (`time.monotonic()`), stamped from any thread."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.at: dict[str, float] = {}
-        self._changed = threading.Condition()
-
-    def stamp(self, key: str, when: float) -> None:
-        with self._changed:
-            self.at.setdefault(key, when)
-            self._changed.notify_all()
-
-    def wait(self, keys: list[str], timeout: float, log: Service) -> None:
-        with self._changed:
-            if self._changed.wait_for(lambda: all(k in self.at for k in keys), timeout):
-                return
-            missing = sum(k not in self.at for k in keys)
-        raise BenchError(f"{missing}/{len(keys)} {self.what} after {timeout:g} s\n{log.log_tail()}")
-
-
-class Sink(ThreadingHTTPServer):
-    """The floor's push endpoint: stamps each message's `conversation_id` attribute, answers 204."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.arrivals = Arrivals("floor messages pushed")
-        super().__init__(("127.0.0.1", free_port()), _SinkHandler)
-        threading.Thread(target=self.serve_forever, name="sink", daemon=True).start()
-
-
-class _SinkHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the emulator's pushes to the gateway
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        arrived = time.monotonic()
-        assert isinstance(self.server, Sink)
-        self.server.arrivals.stamp(body["message"]["attributes"]["conversation_id"], arrived)
-        self.send_response(204)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def create_floor_topic(push_endpoint: str) -> None:
-    from google.cloud import pubsub_v1
-    from google.protobuf.duration_pb2 import Duration
-
-    policy = deployables.subscription_policy()
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-    topic = publisher.create_topic(name=publisher.topic_path(PROJECT, FLOOR_TOPIC)).name
-    subscriber.create_subscription(
-        request={
-            "name": subscriber.subscription_path(PROJECT, f"{FLOOR_TOPIC}.sink"),
-            "topic": topic,
-            "push_config": {"push_endpoint": push_endpoint},
-            "ack_deadline_seconds": policy["ack_deadline_seconds"],
-            "retry_policy": {
-                "minimum_backoff": Duration(seconds=policy["min_backoff_seconds"]),
-                "maximum_backoff": Duration(seconds=policy["max_backoff_seconds"]),
-            },
-        }
-    )
-    subscriber.close()
-    publisher.stop()
-
-
-@dataclass
-class Burst:
-    count: int
-    span_s: float  # first publish to last push or completion
-    window_s: float  # first publish to everything done (events published): the CPU's window
-    cpu_s: dict[str, float]
-    latencies_ms: list[float]
-    lock_timeouts: int
-    llm_calls: int
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.span_s
-
-
-@dataclass
-class Results:
-    floor_ms: list[float] = field(default_factory=list)
-    acked_ms: list[float] = field(default_factory=list)  # floor: publish -> publish acked
-    e2e_ms: list[float] = field(default_factory=list)
-    llm_ms: list[float] = field(default_factory=list)
-    stages_ms: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
-    round_ratios: list[float] = field(default_factory=list)
-    floor_bursts: list[Burst] = field(default_factory=list)
-    bursts: list[Burst] = field(default_factory=list)
-    deliveries: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def overhead_ms(self) -> list[float]:
-        return [e - llm for e, llm in zip(self.e2e_ms, self.llm_ms, strict=True)]
-
-
-def p50(values: Iterable[float]) -> float:
-    return statistics.median(values)
-
-
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[98] if len(values) > 1 else 0
 
 
 class Bench:
@@ -449,56 +310,6 @@ def run(args: argparse.Namespace, stack: LocalStack, double: OpenAIDouble) -> Re
     finally:
         bench.close()
     return results
-
-
-def burst_stats(bursts: list[Burst]) -> dict[str, Any]:
-    count, window = sum(b.count for b in bursts), sum(b.window_s for b in bursts)
-    cpu = {name: sum(b.cpu_s[name] for b in bursts) for name in bursts[0].cpu_s}
-    latencies = [ms for b in bursts for ms in b.latencies_ms]
-    return {
-        "per_s": p50(b.rate for b in bursts),
-        "round_per_s": [round(b.rate, 2) for b in bursts],
-        "latency_p50_ms": round(p50(latencies), 1),
-        "latency_p99_ms": round(p99(latencies), 1),
-        "cpu_ms_per_message": {name: round(s / count * 1e3, 1) for name, s in cpu.items()},
-        "gateway_cpu_percent_of_one_core": round(cpu["gateway"] / window * 100, 1),
-        "machine_busy_percent": round(cpu["machine"] / window / (os.cpu_count() or 1) * 100, 1),
-        "firestore_lock_timeouts": sum(b.lock_timeouts for b in bursts),
-        "llm_calls_per_conversation": sum(b.llm_calls for b in bursts) / count,
-    }
-
-
-PARTIES = ("gateway", "pubsub", "firestore", "bench")  # whose CPU a burst reports, and "machine"
-BURST_COLUMNS = {  # header: cell, formatted from `burst_stats`
-    "per s": "{per_s:.1f}",
-    "p50 ms": "{latency_p50_ms:.0f}",
-    "p99 ms": "{latency_p99_ms:.0f}",
-    **{f"{p} CPU ms/msg": f"{{cpu_ms_per_message[{p}]:.0f}}" for p in PARTIES},
-    "gateway %": "{gateway_cpu_percent_of_one_core:.0f}",
-    "machine %": "{machine_busy_percent:.0f}",
-    "lock timeouts": "{firestore_lock_timeouts}",
-}
-
-
-def tables(r: Results, burst: int) -> str:
-    floor = p50(r.floor_ms)
-    latency: list[tuple[str, ...]] = [("one at a time", "n", "p50 ms", "p99 ms", "p50 x floor")]
-    for name, values in (
-        ("floor: publish -> pushed", r.floor_ms),
-        ("  of which publish -> acked", r.acked_ms),
-        ("publish -> completed", r.e2e_ms),
-        ("  LLM (double's own time)", r.llm_ms),
-        ("  overhead (completed - LLM)", r.overhead_ms),
-    ):
-        ratio = "-" if name.startswith(("floor", "  of")) else f"{p50(values) / floor:.1f}"
-        latency.append((name, str(len(values)), f"{p50(values):.1f}", f"{p99(values):.1f}", ratio))
-    stages = [("stages (one at a time)", "p50 ms", "p99 ms")]
-    stages += [(name, f"{p50(v):.1f}", f"{p99(v):.1f}") for name, v in r.stages_ms.items()]
-    bursts = [(f"bursts of {burst}", *BURST_COLUMNS)]
-    for name, group in (("floor: pushed", r.floor_bursts), ("completed", r.bursts)):
-        stats = burst_stats(group)
-        bursts.append((name, *(cell.format(**stats) for cell in BURST_COLUMNS.values())))
-    return "\n\n".join(format_table(t, {0}) for t in (latency, stages, bursts))
 
 
 def main() -> int:
