@@ -408,7 +408,7 @@ class Session:
             pass  # finished (and published) by someone else, e.g. POST /v1/conversations
         except Exception:
             # Pub/Sub or Firestore trouble: the conversation is in_progress or processing, and
-            # the sweep (issue 5) finishes or re-queues it. The session carries on.
+            # the sweep (docs/architecture.md) finishes or re-queues it. The session carries on.
             log.exception("could not finish the conversation", extra={"id": conversation_id})
         await self.send({"type": "conversation_processing", "conversation_id": conversation_id})
         outcome = asyncio.create_task(self._report_outcome(conversation_id))

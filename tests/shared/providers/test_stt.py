@@ -13,8 +13,8 @@ import pytest
 
 from infra.deployables import ROOT
 from infra.ports import free_port
+from shared.providers.deepgram import DeepgramSpeechToText
 from shared.providers.stt import (
-    DeepgramSpeechToText,
     SpeechToTextUnavailable,
     Transcript,
     Word,
@@ -302,7 +302,7 @@ def test_a_base_url_that_is_not_a_url_is_not_retryable(monkeypatch):
 
 def test_importing_shared_stt_does_not_import_the_sdk():
     code = (
-        "import sys, shared.providers.stt; "
+        "import sys, shared.providers.stt, shared.providers.deepgram; "
         "print('deepgram' in sys.modules, 'websockets' in sys.modules)"
     )
     output = subprocess.run(
