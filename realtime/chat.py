@@ -16,10 +16,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
-from realtime.auth import POLICY_VIOLATION, authenticate_websocket
-from realtime.connections import send_if_open
+from realtime.session import frames, open_session, send_if_open
 from shared.chat.api import MAX_MESSAGE_CHARS
 from shared.chat.history import History
 from shared.chat.turns import StoredTurn, failure
@@ -55,16 +54,18 @@ def parse_message(message: Mapping[str, Any]) -> str:
     return text
 
 
-async def chat(websocket: WebSocket) -> None:
-    caller = await authenticate_websocket(websocket)
-    if caller is None:
-        return
-    chat_id = websocket.path_params["chat_id"]
-    await websocket.accept()
+def chat_id_of(websocket: WebSocket) -> str:
+    chat_id: str = websocket.path_params["chat_id"]
     if not chats.valid_chat_id(chat_id):
-        await websocket.close(POLICY_VIOLATION, "chat_id must be 1-64 letters, digits, - or _")
-        return
-    await ChatSession(websocket, caller.uid, chat_id).run()
+        raise ValueError("chat_id must be 1-64 letters, digits, - or _")
+    return chat_id
+
+
+async def chat(websocket: WebSocket) -> None:
+    opened = await open_session(websocket, chat_id_of)
+    if opened is not None:
+        caller, chat_id = opened
+        await ChatSession(websocket, caller.uid, chat_id).run()
 
 
 class ChatSession:
@@ -92,13 +93,7 @@ class ChatSession:
             await asyncio.gather(answering, return_exceptions=True)
 
     async def _receive(self) -> None:
-        while True:
-            try:
-                message = await self.websocket.receive()
-            except (WebSocketDisconnect, RuntimeError):
-                return
-            if message["type"] == "websocket.disconnect":
-                return
+        async for message in frames(self.websocket):
             try:
                 text = parse_message(message)
                 self.queue.put_nowait(text)

@@ -1,13 +1,9 @@
-"""Open WebSockets: counted for `/health` (and so `GET /test`) by ASGI middleware, so every
-WebSocket route is counted without remembering to; and sent to only while open."""
+"""Open WebSockets, counted for `/health` (and so `GET /test`) by ASGI middleware, so every
+WebSocket route is counted without remembering to."""
 
 from __future__ import annotations
 
-from contextlib import suppress
-from typing import Any
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 
 class ConnectionCounter:
@@ -33,12 +29,3 @@ class ConnectionCounter:
         finally:
             if accepted:
                 self.open -= 1
-
-
-async def send_if_open(websocket: WebSocket, event: dict[str, Any]) -> None:
-    """Send `event` as JSON if the client is still there; a client that left meanwhile is not
-    an error (a session may outlive its socket to finish storing what it owes)."""
-    if websocket.application_state is not WebSocketState.CONNECTED:
-        return
-    with suppress(WebSocketDisconnect, RuntimeError, OSError):
-        await websocket.send_json(event)

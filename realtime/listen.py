@@ -3,11 +3,11 @@
 One session per socket:
 
 - the caller is authenticated (`?token=`) and the query checked before audio is taken;
-- binary frames are decoded (`shared.audio`) and streamed to the speech-to-text provider
-  (`shared.stt`); frames of 2 bytes or fewer are keep-alives, passed on as such;
+- binary frames are decoded (`shared.providers.audio`) and streamed to the speech-to-text
+  provider (`shared.providers.stt`); frames of 2 bytes or fewer are keep-alives, passed on as such;
 - every final result becomes segments, and **the segments are written to the conversation in
   Firestore before the `transcript` event that carries them is sent**: whatever the app was
-  shown survives a crash of this process;
+  shown survives a crash of this process (the writing: `realtime.live_conversation`);
 - the conversation is created `in_progress` by its first segment (no speech, no conversation);
   reconnecting with `conversation_id`, or within the timeout, continues it, with segment times
   carrying on from its last segment;
@@ -31,18 +31,15 @@ from collections import deque
 from collections.abc import Mapping
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket
 
-from realtime.auth import POLICY_VIOLATION, authenticate_websocket, close_reason
-from realtime.connections import send_if_open
-from shared.core.errors import ApiError
+from realtime.live_conversation import LiveConversation
+from realtime.session import close_if_open, frames, open_session, send_if_open
 from shared.core.logging import get_logger
 from shared.core.settings import get_settings
-from shared.providers.audio import AudioFormat, AudioFormatError, Decoder, FrameTooLarge
+from shared.providers.audio import AudioFormat, Decoder, FrameTooLarge
 from shared.providers.stt import (
     LiveStream,
     SpeechToTextUnavailable,
@@ -50,7 +47,6 @@ from shared.providers.stt import (
     words_to_segments,
 )
 from shared.resources import conversations
-from shared.web.router import backend_unavailable
 
 log = get_logger("listen")
 
@@ -66,11 +62,7 @@ BACKLOG_SECONDS = 60.0
 KEEPALIVE_SECONDS = 5.0
 # A provider stream that lived this long was healthy: its death starts a new count of attempts.
 STABLE_SECONDS = 30.0
-# Waits between attempts to store a result's segments while Firestore has trouble.
-STORE_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 MIN_TIMEOUT = 15
-# How long an open socket waits to tell the phone what post-processing made of a conversation.
-OUTCOME_WAIT_SECONDS = 600.0
 MAX_TIMEOUT = 4 * 3600
 
 
@@ -100,17 +92,10 @@ class ListenParams:
 
 
 async def listen(websocket: WebSocket) -> None:
-    caller = await authenticate_websocket(websocket)
-    if caller is None:
-        return
-    try:
-        params = ListenParams.parse(websocket.query_params)
-    except (AudioFormatError, ValueError) as error:
-        await websocket.accept()
-        await websocket.close(code=POLICY_VIOLATION, reason=close_reason(str(error)))
-        return
-    await websocket.accept()
-    await Session(websocket, caller.uid, params).run()
+    opened = await open_session(websocket, lambda socket: ListenParams.parse(socket.query_params))
+    if opened is not None:
+        caller, params = opened
+        await Session(websocket, caller.uid, params).run()
 
 
 class Session:
@@ -119,9 +104,9 @@ class Session:
         self.uid = uid
         self.params = params
         self.decoder = Decoder(params.audio)
-        self.conversation_id: str | None = None
-        # The conversation's update time after our last append (see `append_segments`).
-        self.version: datetime | None = None
+        self.conversation = LiveConversation(
+            uid, params.language, params.conversation_timeout, self.send
+        )
         # Added to the provider's times (which restart at 0 with every stream) to get times
         # within the conversation.
         self.shift = 0.0
@@ -135,8 +120,6 @@ class Session:
         self.stream: LiveStream | None = None
         self.backlog: deque[bytes] = deque()
         self.backlog_seconds = 0.0
-        self.outcomes: set[asyncio.Task[None]] = set()  # see `_report_outcome`
-        self.finished: set[str] = set()  # conversations this session finished
 
     async def send(self, event: dict[str, Any]) -> None:
         """Tell the phone, if it is still there (the session may outlive it to store what the
@@ -144,8 +127,7 @@ class Session:
         await send_if_open(self.websocket, event)
 
     async def close(self, code: int, reason: str) -> None:
-        if self.websocket.application_state is WebSocketState.CONNECTED:
-            await self.websocket.close(code=code, reason=close_reason(reason))
+        await close_if_open(self.websocket, code, reason)
 
     async def run(self) -> None:
         receiving = asyncio.create_task(self._receive())
@@ -156,10 +138,10 @@ class Session:
         except FrameTooLarge as error:
             await self.close(MESSAGE_TOO_BIG, str(error))
         except Exception:
-            log.exception("listen session failed", extra={"conversation_id": self.conversation_id})
+            log.exception("listen session failed", extra={"conversation_id": self.conversation.id})
             await self.close(INTERNAL_ERROR, "internal error; reconnect")
         finally:
-            tasks = [receiving, watching, *self.outcomes]
+            tasks = [receiving, watching, *self.conversation.outcomes]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -167,34 +149,13 @@ class Session:
     async def _resume(self) -> None:
         """Continue the conversation named by the query, or the caller's conversation in
         progress if it heard speech within the timeout."""
-        wanted = self.params.conversation_id
-        found = await run_in_threadpool(self._resumable, wanted)
+        found = await self.conversation.resume(self.params.conversation_id)
         if found is None:
             return
-        self.conversation_id = found.id
         self.shift = max((segment.end for segment in found.transcript_segments), default=0.0)
         await self.send(
             {"type": "conversation_started", "conversation_id": found.id, "resumed": True}
         )
-
-    def _resumable(self, wanted: str | None) -> conversations.Conversation | None:
-        if wanted is not None:
-            try:
-                found: conversations.Conversation | None = conversations.get_conversation(
-                    self.uid, wanted
-                )
-            except ApiError:
-                return None  # not the caller's, or gone: a new conversation starts
-        else:
-            found = conversations.in_progress(self.uid)
-            if found is not None:
-                recent = datetime.now(UTC) - timedelta(seconds=self.params.conversation_timeout)
-                stored = conversations.last_activity(self.uid, found.id)
-                if stored is None or stored < recent:
-                    return None  # the sweep will finish it
-        if found is None or found.status is not conversations.ConversationStatus.in_progress:
-            return None
-        return found
 
     async def _transcribe_until_hang_up(self, receiving: asyncio.Task[None]) -> None:
         provider = speech_to_text()
@@ -307,13 +268,7 @@ class Session:
 
     async def _receive(self) -> None:
         """Audio from the phone to the provider, until the phone hangs up."""
-        while True:
-            try:
-                message = await self.websocket.receive()
-            except (WebSocketDisconnect, RuntimeError):
-                return
-            if message["type"] == "websocket.disconnect":
-                return
+        async for message in frames(self.websocket):
             frame = message.get("bytes")
             if frame is None:
                 continue  # text frames carry nothing for this endpoint yet
@@ -333,11 +288,9 @@ class Session:
             if not transcript.is_final or not transcript.words:
                 continue
             segments = words_to_segments(transcript.words, offset=self.shift)
-            appended = await self._store(segments)
+            appended = await self.conversation.append(segments)
             self._confirm(max(word.end for word in transcript.words))
             conversation_id = appended.conversation_id
-            if conversation_id not in self.finished:  # else it landed just before the finish
-                self.conversation_id, self.version = conversation_id, appended.version
             self.last_speech = time.monotonic()
             if appended.created:
                 started = {"type": "conversation_started", "conversation_id": conversation_id}
@@ -350,34 +303,6 @@ class Session:
                 }
             )
 
-    async def _store(self, segments: list[conversations.Segment]) -> conversations.Appended:
-        """Append `segments` to the conversation, retrying while Firestore has trouble (the
-        audio stays unconfirmed meanwhile); after the last retry the error ends the session.
-        Every attempt names the same id for a new conversation: one whose create landed
-        although its answer was lost is found again, not made twice."""
-        new_id = conversations.new_conversation_id(self.uid)
-        for delay in (*STORE_RETRY_DELAYS, None):
-            try:
-                return await run_in_threadpool(
-                    conversations.append_segments,
-                    self.uid,
-                    segments,
-                    self.params.language,
-                    self.conversation_id,
-                    self.version,
-                    self.params.conversation_timeout,
-                    new_id,
-                )
-            except Exception as error:
-                if delay is None or not _transient(error):
-                    raise
-                log.warning(
-                    "storing segments failed; retrying",
-                    extra={"conversation_id": self.conversation_id, "error": repr(error)},
-                )
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
-
     async def _watch(self) -> None:
         """Finish the conversation after `conversation_timeout` without speech; keep the
         provider's stream alive through silence."""
@@ -389,77 +314,14 @@ class Session:
                 with suppress(SpeechToTextUnavailable):  # the transcribing task reports it
                     await self.stream.keep_alive()
             if (
-                self.conversation_id is not None
+                self.conversation.id is not None
                 and now - self.last_speech >= self.params.conversation_timeout
             ):
                 await self._finish("timeout")
 
     async def _finish(self, reason: str) -> None:
         """Finish the conversation in progress (if any); the next speech starts a new one."""
-        conversation_id = self.conversation_id
-        if conversation_id is None:
-            return
-        self.conversation_id, self.version = None, None
-        self.finished.add(conversation_id)
-        self.shift = -self.sent_seconds  # the next conversation's times start near 0
-        try:
-            await run_in_threadpool(conversations.finish, self.uid, conversation_id, reason)
-        except ApiError:
-            pass  # finished (and published) by someone else, e.g. POST /v1/conversations
-        except Exception:
-            # Pub/Sub or Firestore trouble: the conversation is in_progress or processing, and
-            # the sweep (docs/architecture.md) finishes or re-queues it. The session carries on.
-            log.exception("could not finish the conversation", extra={"id": conversation_id})
-        await self.send({"type": "conversation_processing", "conversation_id": conversation_id})
-        outcome = asyncio.create_task(self._report_outcome(conversation_id))
-        self.outcomes.add(outcome)
-        outcome.add_done_callback(self.outcomes.discard)
-
-    async def _report_outcome(self, conversation_id: str) -> None:
-        """Tell the phone what post-processing made of a conversation this session finished,
-        while the socket is open (and for at most `OUTCOME_WAIT_SECONDS`)."""
-        loop = asyncio.get_running_loop()
-        settled: asyncio.Future[conversations.Conversation] = loop.create_future()
-
-        def settle(found: conversations.Conversation) -> None:
-            if not settled.done():
-                settled.set_result(found)
-
-        def arrived(found: conversations.Conversation) -> None:
-            loop.call_soon_threadsafe(settle, found)
-
-        try:
-            watch = await run_in_threadpool(conversations.Watch, self.uid, conversation_id, arrived)
-        except Exception:
-            log.exception("cannot watch the conversation", extra={"id": conversation_id})
-            return
-        try:
-            found = await asyncio.wait_for(settled, OUTCOME_WAIT_SECONDS)
-        except TimeoutError:
-            return
-        finally:
-            await asyncio.shield(run_in_threadpool(watch.stop))
-        if found.status is conversations.ConversationStatus.completed:
-            await self.send(
-                {"type": "conversation_completed", "conversation": found.model_dump(mode="json")}
-            )
-        else:
-            await self.send(
-                {
-                    "type": "conversation_failed",
-                    "conversation_id": found.id,
-                    "reason": found.failure_reason,
-                }
-            )
-
-
-def _transient(error: Exception) -> bool:
-    """Whether storing may succeed if tried again: Firestore unavailable or too slow, a
-    transaction aborted, or the conversation changing under the append."""
-    from google.api_core.exceptions import Aborted
-
-    return (
-        backend_unavailable(error) is not None
-        or isinstance(error, Aborted)
-        or (isinstance(error, ApiError) and error.status == 409)
-    )
+        conversation_id = self.conversation.end()
+        if conversation_id is not None:
+            self.shift = -self.sent_seconds  # the next conversation's times start near 0
+            await self.conversation.finish(conversation_id, reason)

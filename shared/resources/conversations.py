@@ -107,14 +107,14 @@ def delete_conversation(uid: str, conversation_id: str) -> None:
     documents.delete(uid, COLLECTION, conversation_id)
 
 
-def in_progress(uid: str) -> Conversation | None:
+def find_in_progress(uid: str) -> Conversation | None:
     """The caller's newest conversation in progress, if any."""
     query = ConversationQuery(status=ConversationStatus.in_progress, include_discarded=True)
     found = documents.read_page(listing(uid, query), limit=1, offset=0)
     return Conversation.model_validate(found[0]) if found else None
 
 
-def last_activity(uid: str, conversation_id: str) -> datetime | None:
+def read_last_activity(uid: str, conversation_id: str) -> datetime | None:
     """When the conversation last changed (its last segment, for one in progress)."""
     snapshot = documents.document(uid, COLLECTION, conversation_id).get(field_paths=["updated_at"])
     value = (snapshot.to_dict() or {}).get("updated_at")
@@ -123,7 +123,7 @@ def last_activity(uid: str, conversation_id: str) -> datetime | None:
 
 def finish_in_progress(uid: str) -> Conversation:
     """Finish the caller's conversation in progress now: `processing`, and published."""
-    current = in_progress(uid)
+    current = find_in_progress(uid)
     if current is None:
         raise documents.not_found("conversation in progress")
     return finish(uid, current.id, reason="finished")
