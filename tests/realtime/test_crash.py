@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from infra.ports import free_port
 from infra.services import Service, uvicorn_service
-from tests.realtime.test_listen import _stored_segments, _stream, tone
+from tests.support import listen
 from tests.support.deepgram_double import results, word
 
 
@@ -47,7 +47,7 @@ def _listen(service, user, **params) -> str:
 
 
 def _say_and_see(socket, expect: int) -> list[dict]:
-    _stream(socket, tone(0.6, 16000), 16000)
+    listen.stream(socket, listen.tone(0.6, 16000), 16000)
     return [json.loads(socket.recv(timeout=15)) for _ in range(expect)]
 
 
@@ -72,7 +72,7 @@ def test_a_dying_process_loses_nothing_and_the_next_one_continues(
         first.process.wait(timeout=30)
     if how == "SIGTERM":
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012  # reconnect
-    assert _stored_segments(firestore, user.uid, conversation_id) == shown["segments"]
+    assert listen.stored_segments(firestore, user.uid, conversation_id) == shown["segments"]
 
     with (
         realtime_process(stack, deepgram, tmp_path) as second,
@@ -83,6 +83,6 @@ def test_a_dying_process_loses_nothing_and_the_next_one_continues(
         (more,) = _say_and_see(socket, 1)
     assert resumed["conversation_id"] == conversation_id
     assert more["conversation_id"] == conversation_id
-    stored = _stored_segments(firestore, user.uid, conversation_id)
+    stored = listen.stored_segments(firestore, user.uid, conversation_id)
     assert stored == shown["segments"] + more["segments"]
     assert stored[1]["start"] >= stored[0]["end"]
