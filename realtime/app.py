@@ -80,7 +80,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     yield
 
 
-def create_app() -> ConnectionCounter:
+def create_counted_app() -> ConnectionCounter:
     """The service: the routes, wrapped in the connection counter that `/health` reports."""
     app = Starlette(
         routes=routes,
@@ -92,4 +92,4 @@ def create_app() -> ConnectionCounter:
     return counter
 
 
-app = create_app()
+app = create_counted_app()
