@@ -15,14 +15,16 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
 
 from realtime.chat import chat
 from realtime.connections import ConnectionCounter
+from realtime.cors import CORS, declared
 from realtime.listen import listen
 from shared.chat import api as chat_api
 from shared.core.logging import get_logger
 from shared.web import streaming
+from shared.web.router import method_not_allowed
 
 log = get_logger("realtime")
 
@@ -41,8 +43,17 @@ routes: list[BaseRoute] = [
 
 
 async def http_error(request: Request, error: Exception) -> Response:
-    """Errors in the one JSON shape of the API (`{"detail": ...}`), like the functions'."""
+    """Errors in the one JSON shape of the API (`{"detail": ...}`), like the functions'; a 405
+    exactly as theirs."""
     assert isinstance(error, HTTPException)
+    if error.status_code == 405:
+        route = next(
+            r
+            for r in routes
+            if isinstance(r, Route) and r.matches(request.scope)[0] is not Match.NONE
+        )
+        refusal = method_not_allowed(request.method, declared(route.methods or set()))
+        return JSONResponse(refusal.body(), refusal.status, headers=refusal.headers)
     return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
 
 
@@ -81,13 +92,14 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 
 
 def create_counted_app() -> ConnectionCounter:
-    """The service: the routes, wrapped in the connection counter that `/health` reports."""
+    """The service: the routes, under the CORS policy (errors included), wrapped in the
+    connection counter that `/health` reports."""
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: http_error, Exception: server_error},
         lifespan=lifespan,
     )
-    counter = ConnectionCounter(app)
+    counter = ConnectionCounter(CORS(app, routes))
     app.state.connections = counter
     return counter
 

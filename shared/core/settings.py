@@ -66,6 +66,9 @@ class Settings:
     # How long a verified user's account state (disabled, revoked) is trusted before Firebase
     # Auth is asked again. Keeps token verification off the network on hot paths.
     auth_state_ttl_seconds: float = 300.0
+    # Browser origins allowed to call the API (comma-separated `scheme://host[:port]`). In
+    # development any http://localhost and http://127.0.0.1 origin is allowed as well.
+    cors_allowed_origins: str = ""
 
     @property
     def production(self) -> bool:
@@ -76,6 +79,11 @@ class Settings:
         """Where clients open WebSockets and SSE streams (the `live.` origin in production)."""
         return self.realtime_url or f"http://localhost:{self.port}"
 
+    @property
+    def allowed_origins(self) -> tuple[str, ...]:
+        """`CORS_ALLOWED_ORIGINS`, one origin each."""
+        return tuple(o.strip() for o in self.cors_allowed_origins.split(",") if o.strip())
+
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
             raise SettingsError(f"invalid configuration: PORT {self.port} is not a port")
@@ -85,6 +93,12 @@ class Settings:
             raise SettingsError("invalid configuration: LLM_TIMEOUT_SECONDS must be > 0")
         if self.stt_connect_timeout_seconds <= 0:
             raise SettingsError("invalid configuration: STT_CONNECT_TIMEOUT_SECONDS must be > 0")
+        for origin in self.allowed_origins:
+            if origin == "*" or "://" not in origin or origin.endswith("/"):
+                raise SettingsError(
+                    f"invalid configuration: CORS_ALLOWED_ORIGINS has {origin!r}; list origins "
+                    "as scheme://host[:port], never *"
+                )
         if not self.production:
             return
         emulators = [

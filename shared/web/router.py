@@ -34,7 +34,7 @@ from shared.core.errors import (
     Unprocessable,
 )
 from shared.core.logging import get_logger, set_trace
-from shared.web import idempotency
+from shared.web import cors, idempotency
 
 MAX_BODY_BYTES = 1024 * 1024
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -80,9 +80,12 @@ class Route:
     media_type: str | None = None  # what a route that answers other than JSON answers
     description: str = ""  # the handler's docstring after its first paragraph
     pattern: re.Pattern[str] = field(init=False, repr=False)
+    specificity: tuple[int, ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.pattern = compile_path(self.path)
+        # Per segment: a literal (0) is more specific than a parameter (1).
+        self.specificity = tuple(int(part.startswith("{")) for part in self.path.split("/"))
 
     @property
     def path_params(self) -> list[str]:
@@ -96,6 +99,11 @@ def compile_path(template: str) -> re.Pattern[str]:
         f"(?P<{part[1:-1]}>[^/]+)" if part.startswith("{") else re.escape(part) for part in parts
     )
     return re.compile(f"^{regex}$")
+
+
+def method_not_allowed(method: str, methods: list[str]) -> MethodNotAllowed:
+    """The one 405 of the API: the same detail and an exact `Allow`, functions and realtime."""
+    return MethodNotAllowed(f"{method} is not allowed here", headers={"Allow": cors.allow(methods)})
 
 
 def json_response(
@@ -209,34 +217,53 @@ class Router:
 
         return register
 
-    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+    def resolve(self, path: str) -> tuple[list[Route], dict[str, str]]:
+        """The routes of the one template that owns `path`, and its values: a literal segment
+        beats a parameter (`/v1/memories/search` is not the memory `search`). NotFound if no
+        template matches."""
         if len(path) > 1:
             path = path.rstrip("/")
-        allowed = []
+        best: tuple[tuple[int, ...], str] | None = None
+        values: dict[str, str] = {}
         for route in self.routes:
             found = route.pattern.match(path)
-            if found is None:
-                continue
+            if found is not None and (best is None or route.specificity < best[0]):
+                best, values = (route.specificity, route.path), found.groupdict()
+        if best is None:
+            raise NotFound(f"no route for {path}")
+        return [route for route in self.routes if route.path == best[1]], values
+
+    def methods(self, path: str) -> list[str]:
+        """The methods declared for `path` (NotFound if none), sorted."""
+        return sorted({route.method for route in self.resolve(path)[0]})
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
+        routes, values = self.resolve(path)
+        for route in routes:
             if route.method == method or (method == "HEAD" and route.method == "GET"):
-                return route, found.groupdict()
-            allowed.append(route.method)
-        if allowed:
-            raise MethodNotAllowed(
-                f"{method} is not allowed here", headers={"Allow": ", ".join(sorted(allowed))}
-            )
-        raise NotFound(f"no route for {path}")
+                return route, values
+        raise method_not_allowed(method, sorted({route.method for route in routes}))
 
     def __call__(self, request: Request) -> Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"))
+        origin = request.headers.get("Origin")
         try:
-            route, params = self.match(request.method, request.path)
-            return self._respond(route, request, params)
+            if request.method == "OPTIONS":
+                response = Response(
+                    status=204, headers=cors.preflight(origin, self.methods(request.path))
+                )
+            else:
+                route, params = self.match(request.method, request.path)
+                response = self._respond(route, request, params)
         except Exception as error:
             answer = api_error(error)
             if answer is None:
                 log.exception("unhandled error on %s %s", request.method, request.path)
-                return json_response({"detail": "internal error"}, 500)
-            return json_response(answer.body(), answer.status, answer.headers)
+                response = json_response({"detail": "internal error"}, 500)
+            else:
+                response = json_response(answer.body(), answer.status, answer.headers)
+        response.headers.update(cors.response_headers(origin))
+        return response
 
     def _respond(self, route: Route, request: Request, params: dict[str, str]) -> Response:
         caller = None

@@ -61,19 +61,20 @@ async def authenticated(
 
 
 def routes(router: Router) -> list[StarletteRoute]:
-    """`router`'s declarations as Starlette routes, in order."""
+    """`router`'s declarations as Starlette routes, one per path with all of its methods (so
+    that a 405's `Allow` names them all), in order."""
+    paths = list(dict.fromkeys(route.path for route in router.routes))
     return [
-        StarletteRoute(
-            route.path, _endpoint(route), methods=[route.method], name=route.handler.__name__
-        )
-        for route in router.routes
+        StarletteRoute(path, _endpoint(router), methods=router.methods(path), name=path)
+        for path in paths
     ]
 
 
-def _endpoint(route: Route) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(router: Router) -> Callable[[Request], Awaitable[Response]]:
     async def answer(request: Request) -> Response:
         set_trace(request.headers.get("X-Cloud-Trace-Context"))
         try:
+            route, _ = router.match(request.method, request.url.path)
             return await _respond(route, request)
         except Exception as error:
             found = api_error(error)
