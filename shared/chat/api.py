@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import Field
 
+from shared.core.errors import ServiceUnavailable
 from shared.core.models import Model, Page, Strict
 from shared.resources import chats, conversations
 from shared.web.router import Call, Router
@@ -70,7 +71,10 @@ class Message(Model):
     "/v2/messages",
     body=MessageCreate,
     media_type=STREAM_MEDIA_TYPE,
-    responses={404: "The conversation_id is not the caller's"},
+    responses={
+        404: "The conversation_id is not the caller's",
+        503: "The language model is not configured, or failed before its first event",
+    },
 )
 async def create_message(call: Call) -> Stream:
     """Ask the agent; the answer streams back as it is written.
@@ -78,7 +82,9 @@ async def create_message(call: Call) -> Stream:
     The response is `text/event-stream`, one line per event, each followed by a blank line:
     `think: <what a tool is doing>`, `data: <text chunk>` (newlines as `__CRLF__`), and last
     `done: <base64 of the stored Message JSON>`, whose `memory_ids` and `conversation_ids` are
-    what the answer's `[n]` markers cite, or `error: <detail>` if the model fails mid-answer.
+    what the answer's `[n]` markers cite, or `error: <detail>` if the model fails mid-answer
+    (what it said so far is stored). A model that is not configured, or fails before its first
+    event, is a 503 before any of the stream is sent.
     """
     from shared.chat.history import History
     from shared.providers import llm
@@ -144,17 +150,32 @@ def _conversation(uid: str, conversation_id: str) -> list[dict[str, str]]:
 async def _lines(
     uid: str, text: str, context: list[dict[str, str]], history: History
 ) -> AsyncIterator[str]:
+    """The answer as SSE lines. Before the first, nothing is sent (`shared.web.streaming`): a
+    model that fails then is a 503 with the reason; after it, the stream ends with an `error`
+    line, and what was said is stored."""
     from shared.chat.turns import StoredTurn, failure
+    from shared.providers import llm
 
+    started = False
     try:
-        async with StoredTurn(uid, CHAT_ID, text, context, history) as turn:
+        turn = StoredTurn(uid, CHAT_ID, text, context, history, store_unanswered=False)
+        async with turn:
             async for event in turn.events():
                 if event["type"] == "raw_response_event":
+                    started = True
                     yield f"data: {event['delta'].replace(chr(10), NEWLINE)}\n\n"
                 elif event["type"] == "tool_call":
+                    started = True
                     yield f"think: {event['description']}\n\n"
-    except Exception as error:  # the status line is sent: the stream says it instead
+    except llm.LLMError as error:
+        if not started:
+            raise ServiceUnavailable(failure(error)) from None
         yield f"error: {failure(error)}\n\n"
+        return
+    except Exception as error:
+        if not started:
+            raise  # a bug: a 500, in the API's shape
+        yield f"error: {failure(error)}\n\n"  # the status line is sent: the stream says it
         return
     stored = Message.from_stored(turn.stored).model_dump_json() if turn.stored else "{}"
     yield f"done: {base64.b64encode(stored.encode()).decode()}\n\n"

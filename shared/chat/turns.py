@@ -3,10 +3,11 @@ chat (in this instance), its question and answer stored, its history kept up to 
 
 The user's message is stored once the client has the first event of the answer (so that its
 write holds up neither the model's request nor that event) or when the turn ends, if that comes
-first; the answer after it (with the ids of the memories and conversations it cited, and the agent
-and tools it used), even when the turn is cancelled: a client that goes away mid-answer cancels
-the turn, which closes the model's stream (no tokens are paid for nobody), and the partial answer
-is stored as such.
+first (unless the turn fails before its first event and the caller asked for nothing to be
+stored then: `store_unanswered`); the answer after it (with the ids of the memories and
+conversations it cited, and the agent and tools it used), even when the turn is cancelled: a
+client that goes away mid-answer cancels the turn, which closes the model's stream (no tokens
+are paid for nobody), and the partial answer is stored as such.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ class StoredTurn:
         text: str,
         context: Sequence[dict[str, str]] = (),
         history: History | None = None,
+        *,
+        store_unanswered: bool = True,
     ):
         self.uid = uid
         self.chat_id = chat_id
@@ -51,6 +54,9 @@ class StoredTurn:
         self.stored: dict[str, Any] | None = None  # the answer as stored
         self._gate: Gate | None = None
         self._question: asyncio.Future[dict[str, Any]] | None = None  # storing the question
+        # Whether a question that failed before the client saw any of its answer is stored: a
+        # socket shows the error under it; a request that fails as a whole stores nothing.
+        self.store_unanswered = store_unanswered
 
     @property
     def complete(self) -> bool:
@@ -98,6 +104,8 @@ class StoredTurn:
             if self._gate is not None:
                 self._gate.close()  # if the turn ended before its model answered
             self.history.abandon()  # a read the turn did not come to use
+            if error is not None and self._question is None and not self.store_unanswered:
+                return  # nothing of the turn reached the client: nothing is stored
             self._store_question()
             question = self._question
             assert question is not None

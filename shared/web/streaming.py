@@ -4,7 +4,9 @@ A route there is declared on a `Router` like any function's (so the OpenAPI docu
 tests' route table see it), with an async handler; `routes()` turns the declarations into
 Starlette routes that authenticate, validate, render errors and honour `Idempotency-Key` as
 `Router` does, with the same helpers. A handler answers a value (rendered as JSON), None (an
-empty response of the route's status), a Starlette `Response`, or a `Stream` of text lines. With
+empty response of the route's status), a Starlette `Response`, or a `Stream` of text lines.
+Nothing of a stream is sent before its first line is ready: until then a failure is an error
+answer with its status (a 503 for a model that is down), after it a line of the stream. With
 an `Idempotency-Key`, the key stays reserved while a stream runs (however long the model takes);
 a stream that ends whole is stored for repeats, one that fails or loses its client releases the
 key (a retry runs again).
@@ -100,7 +102,7 @@ async def _respond(route: Route, request: Request) -> Response:
         call.body = parse_json_body(await _read(request), route.body)
     key = request.headers.get(idempotency.HEADER)
     if route.method != "POST" or key is None or caller is None:
-        return _response(route, await route.handler(call))
+        return _response(route, await _primed(await route.handler(call)))
     # Validation and authentication come first: only a request that would run reserves a key.
     found = await run_in_threadpool(
         idempotency.reserve,
@@ -121,8 +123,8 @@ async def _respond(route: Route, request: Request) -> Response:
             headers={"Idempotent-Replayed": "true"},
         )
     try:
-        result = await route.handler(call)
-    except BaseException:  # nothing ran: a retry with the key may run
+        result = await _primed(await route.handler(call))
+    except BaseException:  # nothing was answered: a retry with the key may run
         await asyncio.shield(run_in_threadpool(found.release))
         raise
     if isinstance(result, Stream):
@@ -133,6 +135,27 @@ async def _respond(route: Route, request: Request) -> Response:
     )
     await run_in_threadpool(idempotency.complete, found, stored)
     return response
+
+
+async def _primed(result: object) -> object:
+    """A `Stream` once its first line is ready, so that a failure before it (the model down,
+    refusing, failing before its first token) is an error answer with its own status: the
+    status line and headers are not sent yet. Anything else as it is."""
+    if not isinstance(result, Stream):
+        return result
+    lines = result.lines
+    try:
+        first: str | None = await anext(lines)
+    except StopAsyncIteration:
+        first = None
+
+    async def replayed() -> AsyncIterator[str]:
+        if first is not None:
+            yield first
+        async for line in lines:
+            yield line
+
+    return Stream(replayed(), result.media_type, result.whole)
 
 
 def _response(route: Route, result: object) -> Response:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.support import seed
-from tests.support.openai_double import http_error, text, tool_call, tool_calls
+from tests.support.openai_double import broken, http_error, text, tool_call, tool_calls
 
 
 def _lines(reply: httpx.Response) -> list[str]:
@@ -59,11 +59,29 @@ def test_an_answer_streams_thinking_text_and_the_stored_message_with_its_citatio
     assert api.get("/v2/messages", headers=user.bearer).json() == []
 
 
-def test_a_failing_model_ends_the_stream_with_an_error_line(api, user, openai):
+def test_a_model_failing_before_its_first_token_is_a_503_before_any_stream(api, user, openai):
     marker = f"zq{uuid.uuid4().hex[:8]}"
     openai.answer_marked(marker, [http_error(500)])
+    reply = api.post("/v2/messages", json={"message": marker}, headers=user.bearer)
+    assert reply.status_code == 503
+    assert reply.headers["content-type"].startswith("application/json")
+    assert reply.json() == {"detail": "The language model answered 500"}
+    # Nothing half-written: the question is not in the history either.
+    assert api.get("/v2/messages", headers=user.bearer).json() == []
+
+
+def test_a_model_failing_mid_answer_ends_the_stream_with_an_error_line_and_keeps_what_it_said(
+    api, user, openai
+):
+    marker = f"zq{uuid.uuid4().hex[:8]}"
+    openai.answer_marked(marker, [broken("One two three four.", after=2)])
     lines = _lines(api.post("/v2/messages", json={"message": marker}, headers=user.bearer))
-    assert lines == ["error: The language model answered 500"]
+    assert lines[-1].startswith("error: The language model failed mid-answer")
+    said = "".join(line.removeprefix("data: ") for line in lines if line.startswith("data: "))
+    assert said
+    stored = api.get("/v2/messages", headers=user.bearer).json()
+    assert [m["sender"] for m in stored] == ["ai", "human"]
+    assert stored[0]["text"] == said and stored[1]["text"] == marker
 
 
 def test_a_question_about_a_conversation_gets_it_as_context(api, user, firestore, openai):
@@ -147,8 +165,9 @@ def test_a_stream_that_fails_releases_its_key_for_the_retry(api, user, openai):
     marker = f"zq{uuid.uuid4().hex[:8]}"
     asked = openai.answer_marked(marker, [http_error(500), text("Second time lucky.")])
     headers = {**user.bearer, "Idempotency-Key": f"retry-{marker}"}
-    failed = _lines(api.post("/v2/messages", json={"message": marker}, headers=headers))
-    assert failed == ["error: The language model answered 500"]
+    failed = api.post("/v2/messages", json={"message": marker}, headers=headers)
+    assert failed.status_code == 503
+    assert failed.json() == {"detail": "The language model answered 500"}
     retried = api.post("/v2/messages", json={"message": marker}, headers=headers)
     assert _done(_lines(retried))["text"] == "Second time lucky."
     assert "Idempotent-Replayed" not in retried.headers and len(asked) == 2
@@ -204,6 +223,17 @@ def test_without_a_language_model_posting_is_503(stack, user, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     reply = _in_process().post("/v2/messages", json={"message": "hi"}, headers=user.bearer)
     assert reply.status_code == 503 and "not configured" in reply.json()["detail"]
+
+
+def test_a_language_model_that_is_down_is_a_503_before_any_stream(stack, user, monkeypatch):
+    from infra.ports import free_port
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{free_port()}/v1")  # nobody there
+    reply = _in_process().post("/v2/messages", json={"message": "hi"}, headers=user.bearer)
+    assert reply.status_code == 503, reply.text
+    assert reply.headers["content-type"].startswith("application/json")
+    assert reply.json() == {"detail": "The language model could not be reached"}
 
 
 def _in_process():
