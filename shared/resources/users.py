@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
@@ -59,9 +59,25 @@ USER_OWNED_COLLECTIONS = ("api_keys", "idempotency", "usage", "rate_limits")
 
 
 def get_profile(caller: Caller) -> UserProfile:
-    snapshot = db().collection("users").document(caller.uid).get()
-    stored = snapshot.to_dict() or {}
+    """The caller's profile; made on first read, so that `created_at` is the account's first
+    use of Mnemo (and never null)."""
+    document = db().collection("users").document(caller.uid)
+    stored = document.get().to_dict()
+    if stored is None:
+        stored = _create_profile(document, caller)
     return UserProfile.model_validate({"email": caller.email, **stored, "uid": caller.uid})
+
+
+def _create_profile(document: Any, caller: Caller) -> dict[str, Any]:
+    from google.api_core.exceptions import AlreadyExists
+
+    now = datetime.now(UTC)
+    made = {"email": caller.email, "created_at": now, "updated_at": now}
+    try:
+        document.create(made)
+    except AlreadyExists:  # made meanwhile by another request of the caller's
+        return document.get().to_dict() or made
+    return made
 
 
 def update_profile(caller: Caller, patch: UserPatch) -> UserProfile:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -8,10 +9,15 @@ from shared.resources.users import USER_OWNED_COLLECTIONS
 from shared.resources.waitlist import waitlist_id
 
 
-def test_a_new_user_reads_a_default_profile(api, user):
+def test_a_new_user_reads_a_default_profile_made_on_first_read(api, user):
+    before = datetime.now(UTC)
     reply = api.get("/v1/users/me", headers=user.bearer)
     assert reply.status_code == 200
-    assert reply.json() == {
+    profile = reply.json()
+    created = datetime.fromisoformat(profile.pop("created_at"))
+    assert before - timedelta(seconds=5) <= created <= datetime.now(UTC)
+    assert datetime.fromisoformat(profile.pop("updated_at")) == created
+    assert profile == {
         "uid": user.uid,
         "email": user.email,
         "name": None,
@@ -19,9 +25,9 @@ def test_a_new_user_reads_a_default_profile(api, user):
         "language": "en",
         "terms_accepted": False,
         "terms_accepted_at": None,
-        "created_at": None,
-        "updated_at": None,
     }
+    again = api.get("/v1/users/me", headers=user.bearer).json()
+    assert datetime.fromisoformat(again["created_at"]) == created
 
 
 def test_patch_accepts_the_terms_once_and_changes_the_profile(api, user, firestore):
