@@ -33,6 +33,7 @@ def dead_letters(event: CloudEvent) -> None:
     source = attributes.get("CloudPubSubDeadLetterSourceSubscription", "unknown")
     db().collection("dead_letters").document(event["id"]).set(
         {
+            "uid": attributes.get("uid"),  # whose, if it says (deleted with the account)
             "subscription": source,
             "delivery_attempts": attributes.get("CloudPubSubDeadLetterSourceDeliveryCount"),
             "data": payload,

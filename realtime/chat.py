@@ -62,10 +62,10 @@ def chat_id_of(websocket: WebSocket) -> str:
 
 
 async def chat(websocket: WebSocket) -> None:
-    opened = await open_session(websocket, chat_id_of)
-    if opened is not None:
-        caller, chat_id = opened
-        await ChatSession(websocket, caller.uid, chat_id).run()
+    async with open_session(websocket, chat_id_of) as opened:
+        if opened is not None:
+            caller, chat_id = opened
+            await ChatSession(websocket, caller.uid, chat_id).run()
 
 
 class ChatSession:
@@ -86,10 +86,14 @@ class ChatSession:
     async def run(self) -> None:
         self.history.prefetch()
         answering = asyncio.create_task(self._answer())
+        reason: tuple[Any, ...] = ()
         try:
             await self._receive()
+        except asyncio.CancelledError as cancelled:
+            reason = cancelled.args  # the turn is told why (an account deleted stores nothing)
+            raise
         finally:
-            answering.cancel()  # the phone is gone: stop the turn and the model's stream
+            answering.cancel(*reason)  # the phone is gone: stop the turn and the model's stream
             await asyncio.gather(answering, return_exceptions=True)
 
     async def _receive(self) -> None:

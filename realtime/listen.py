@@ -74,6 +74,11 @@ class ListenParams:
     conversation_id: str | None
 
     @classmethod
+    def of(cls, websocket: WebSocket) -> ListenParams:
+        """The parameters of `websocket`'s query."""
+        return cls.parse(websocket.query_params)
+
+    @classmethod
     def parse(cls, query: Mapping[str, str]) -> ListenParams:
         """The session's parameters; `ValueError` with a close reason if one is not valid."""
         audio = AudioFormat.parse(
@@ -92,10 +97,10 @@ class ListenParams:
 
 
 async def listen(websocket: WebSocket) -> None:
-    opened = await open_session(websocket, lambda socket: ListenParams.parse(socket.query_params))
-    if opened is not None:
-        caller, params = opened
-        await Session(websocket, caller.uid, params).run()
+    async with open_session(websocket, ListenParams.of) as opened:
+        if opened is not None:
+            caller, params = opened
+            await Session(websocket, caller.uid, params).run()
 
 
 class Session:

@@ -126,6 +126,22 @@ def forget_account_state(uid: str) -> None:
     _terms_accepted_at.pop(uid, None)
 
 
+def delete_account(uid: str) -> None:
+    """Delete the Firebase Auth account (gone already is fine): its tokens are refused from now
+    on here, and on other instances once their cached account state expires
+    (`AUTH_STATE_TTL_SECONDS`)."""
+    from firebase_admin import auth, exceptions
+
+    try:
+        auth.delete_user(uid, app=firebase_app())
+    except auth.UserNotFoundError:
+        pass
+    except exceptions.FirebaseError as error:
+        raise ServiceUnavailable("the identity service is unavailable; retry") from error
+    finally:
+        forget_account_state(uid)
+
+
 def _has_accepted_terms(uid: str, fetch: bool = True) -> bool:
     # An acceptance is cached for the same TTL as the account state (an account deleted on
     # another instance loses it within the TTL); a refusal is always re-read, so a user who has

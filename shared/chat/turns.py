@@ -26,6 +26,7 @@ from shared.core.logging import get_logger
 from shared.core.settings import get_settings
 from shared.providers import llm
 from shared.resources import chats
+from shared.resources.users import ACCOUNT_DELETED
 
 log = get_logger("chat.turns")
 
@@ -106,6 +107,8 @@ class StoredTurn:
             self.history.abandon()  # a read the turn did not come to use
             if error is not None and self._question is None and not self.store_unanswered:
                 return  # nothing of the turn reached the client: nothing is stored
+            if isinstance(error, asyncio.CancelledError) and ACCOUNT_DELETED in error.args:
+                return  # the account is being deleted: nothing more of it is written
             self._store_question()
             question = self._question
             assert question is not None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from shared.auth.tokens import Caller, forget_account_state
+from shared.auth.tokens import Caller, delete_account
 from shared.core.models import Model, Patch
 from shared.resources.waitlist import waitlist_id
 from shared.store.firestore import db
@@ -54,8 +55,11 @@ class UserPatch(Patch):
 
 
 # Top-level collections whose documents belong to one user through a `uid` field
-# (docs/architecture.md, "Data"). Everything else a user owns lives under `users/{uid}`.
-USER_OWNED_COLLECTIONS = ("api_keys", "idempotency", "usage", "rate_limits")
+# (docs/architecture.md, "Data"). Everything else a user owns lives under `users/{uid}`, but for
+# the waitlist entry, keyed by the address.
+# The reason an open socket of a deleted account is closed with, and its session cancelled with.
+ACCOUNT_DELETED = "account deleted"
+USER_OWNED_COLLECTIONS = ("api_keys", "idempotency", "usage", "rate_limits", "dead_letters")
 
 
 def get_profile(caller: Caller) -> UserProfile:
@@ -103,11 +107,19 @@ def update_profile(caller: Caller, patch: UserPatch) -> UserProfile:
 
 
 def delete_user(caller: Caller) -> None:
-    """Delete every document of the user: the profile with all its subcollections, the
-    documents of `USER_OWNED_COLLECTIONS`, and the waitlist entry of the account's address if
-    the account has verified it."""
+    """Delete everything of the user, in an order that a failure part-way can be retried from:
+
+    1. the profile document, which every open socket of the user watches (`ProfileWatch`): on
+       every instance they are closed (1008 `account deleted`) and stop writing;
+    2. every document: `users/{uid}` with all its subcollections, the documents of
+       `USER_OWNED_COLLECTIONS`, and the waitlist entry of the account's address if the account
+       has verified it;
+    3. the Firebase Auth account, last, so that a retry can still authenticate.
+    """
     client = db()
-    client.recursive_delete(client.collection("users").document(caller.uid))
+    profile = client.collection("users").document(caller.uid)
+    profile.delete()
+    client.recursive_delete(profile)
     from google.cloud.firestore import FieldFilter
 
     for name in USER_OWNED_COLLECTIONS:
@@ -116,4 +128,32 @@ def delete_user(caller: Caller) -> None:
             client.recursive_delete(snapshot.reference)
     if caller.email and caller.email_verified:  # else the address may be somebody else's
         client.collection("waitlist").document(waitlist_id(caller.email)).delete()
-    forget_account_state(caller.uid)
+    delete_account(caller.uid)
+
+
+class ProfileWatch:
+    """A Firestore listener on the user's profile: `deleted` is called once, from the
+    listener's thread, when the profile is deleted (the account is being deleted). A profile
+    that does not exist yet is made (as on first read), so that there is one to delete."""
+
+    def __init__(self, caller: Caller, deleted: Callable[[], None]):
+        self._caller = caller
+        self._deleted = deleted
+        self._seen = False  # the profile has existed while watched
+        self._called = False
+        self._document = db().collection("users").document(caller.uid)
+        self._watch = self._document.on_snapshot(self._changed)
+
+    def _changed(self, snapshots: list[Any], changes: Any, read_time: Any) -> None:
+        exists = any(snapshot.exists for snapshot in snapshots)
+        if exists:
+            self._seen = True
+        elif not self._seen:
+            self._seen = True
+            _create_profile(self._document, self._caller)
+        elif not self._called:
+            self._called = True
+            self._deleted()
+
+    def stop(self) -> None:
+        self._watch.unsubscribe()
