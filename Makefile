@@ -34,6 +34,7 @@ bench: install
 	$(PY) -m bench.request_latency
 	$(PY) -m bench.listen
 	$(PY) -m bench.pipeline
+	$(PY) -m bench.export
 	$(PY) -m bench.chat
 
 # This tree against another commit (AGAINST=REF; HEAD by default, which measures the noise),

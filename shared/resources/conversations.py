@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Self
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from shared.core.errors import Conflict
-from shared.core.models import Model, Moment, Page, Segment
+from shared.core.models import Model, MomentParameter, Page, Segment
 from shared.resources import lifecycle
 from shared.resources.lifecycle import COLLECTION, DEFAULT_TIMEOUT_SECONDS, ConversationStatus
 from shared.store import documents
@@ -68,15 +68,11 @@ class Conversation(Model):
 
 class ConversationQuery(Page):
     include_discarded: bool = False
-    start_date: Moment | None = Field(default=None, description="RFC 3339, inclusive.")
-    end_date: Moment | None = Field(default=None, description="RFC 3339, inclusive.")
+    start_date: MomentParameter | None = Field(
+        default=None, description="RFC 3339, inclusive. After `end_date`, nothing matches."
+    )
+    end_date: MomentParameter | None = Field(default=None, description="RFC 3339, inclusive.")
     status: ConversationStatus | None = None
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.start_date and self.end_date and self.start_date > self.end_date:
-            raise ValueError("start_date is after end_date")
-        return self
 
 
 def listing(uid: str, query: ConversationQuery) -> documents.Listing:

@@ -29,7 +29,15 @@ def _iana_zones() -> frozenset[str]:
     return frozenset(available_timezones() - {"localtime", "Factory", "posixrules"})
 
 
-TimeZone = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_known_timezone)]
+def _zones_schema(schema: dict[str, Any]) -> None:
+    schema["enum"] = sorted(_iana_zones())  # read when the document is built, not at import
+
+
+TimeZone = Annotated[
+    str,
+    Field(min_length=1, max_length=64, json_schema_extra=_zones_schema),
+    AfterValidator(_known_timezone),
+]
 Language = Annotated[str, Field(pattern=r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$", max_length=35)]
 
 

@@ -9,6 +9,7 @@ from pydantic.json_schema import models_json_schema
 
 from shared.auth.tokens import Access
 from shared.core.models import Error
+from shared.web import idempotency
 from shared.web.router import FORM_TYPES, Route, Router
 
 REF = "#/components/schemas/{model}"
@@ -62,7 +63,12 @@ def _operation(function: str, route: Route, definitions: dict[str, Any]) -> dict
                 "in": "header",
                 "required": False,
                 "description": "Repeats within 24 h get the first response; nothing is redone.",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 255,
+                    "pattern": idempotency.KEY_PATTERN.pattern,
+                },
             }
         )
     if route.body is not None:

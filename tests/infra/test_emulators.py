@@ -95,7 +95,7 @@ def test_a_message_that_keeps_failing_is_dead_lettered_and_recorded(stack, fires
     deadline = time.monotonic() + 60
     found = []
     while not found and time.monotonic() < deadline:
-        found = [doc for doc in records.stream() if marker in doc.get("data")]
+        found = [doc for doc in records.stream() if marker in doc.to_dict().get("data", "")]
         time.sleep(0.5)
     subscriber.close()
     publisher.stop()
