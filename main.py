@@ -25,3 +25,23 @@ def __getattr__(name: str) -> Any:
     except ModuleNotFoundError:
         raise AttributeError(name) from None
     return getattr(module, name)
+
+
+def _answer_framework_errors_in_our_shape() -> None:
+    """functions-framework's Flask app refuses, before any function runs, a path its own URL rule
+    cannot match (one with a newline in it): it answers that 404 in the API's JSON shape too.
+    Registered only when functions-framework loads this module as a function's source."""
+    import functions_framework
+
+    register = getattr(functions_framework, "errorhandler", None)
+    if register is None:
+        return
+
+    @register(404)
+    def not_found(error: Exception) -> Any:
+        from shared.web.router import json_response
+
+        return json_response({"detail": "no such route"}, 404)
+
+
+_answer_framework_errors_in_our_shape()

@@ -25,6 +25,20 @@ ERROR_RESPONSES = {
 }
 
 
+# OpenAPI 3.1 reads a `text/event-stream` schema as the schema of one event, as an SSE parser
+# (a browser's EventSource) sees it: the route's description says what its lines mean.
+SSE_EVENT = {
+    "type": "object",
+    "description": "One server-sent event, as an SSE parser reads the stream.",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+
+
 def _schema(model: Any, definitions: dict[str, Any]) -> dict[str, Any]:
     if isinstance(model, type) and issubclass(model, BaseModel):
         return {"$ref": REF.format(model=model.__name__)}
@@ -80,6 +94,8 @@ def _operation(function: str, route: Route, definitions: dict[str, Any]) -> dict
     success: dict[str, Any] = {"description": "Success"}
     if route.response is not None:
         success["content"] = {"application/json": {"schema": _schema(route.response, definitions)}}
+    elif route.media_type == "text/event-stream":
+        success["content"] = {route.media_type: {"schema": SSE_EVENT}}
     elif route.media_type is not None:
         success["content"] = {route.media_type: {"schema": {"type": "string"}}}
     responses: dict[str, Any] = {str(route.status): success}
@@ -110,6 +126,37 @@ def _operation(function: str, route: Route, definitions: dict[str, Any]) -> dict
     return operation
 
 
+def _link_creates(paths: dict[str, dict[str, Any]]) -> None:
+    """Links from each create (a POST answering a document with an `id`) to the operations on
+    that document (`<path>/{x}` and below), so that a client, and schemathesis' stateful
+    phase, can follow the id it answers."""
+    for path, operations in paths.items():
+        create = operations.get("post")
+        answered: dict[str, Any] = (create or {}).get("responses", {})
+        success: dict[str, Any] = next(
+            (r for status, r in answered.items() if status.startswith("2")), {}
+        )
+        schema = success.get("content", {}).get("application/json", {}).get("schema", {})
+        if create is None or "$ref" not in schema:
+            continue
+        links = {}
+        for target, target_operations in paths.items():
+            rest = target.removeprefix(f"{path}/")
+            if target == rest or not rest.startswith("{"):
+                continue
+            parameter = rest[1 : rest.index("}")]
+            for operation in target_operations.values():
+                if not isinstance(operation, dict) or "operationId" not in operation:
+                    continue
+                name = operation["operationId"].split(".")[-1]
+                links[name] = {
+                    "operationId": operation["operationId"],
+                    "parameters": {parameter: "$response.body#/id"},
+                }
+        if links:
+            success["links"] = links
+
+
 def build_document(
     routers: dict[str, Router],
     streaming: dict[str, Router] | None = None,
@@ -137,6 +184,7 @@ def build_document(
             paths.setdefault(route.path, {})[route.method.lower()] = _operation(
                 function, route, definitions
             )
+    _link_creates(paths)
     if streaming_url:
         for router in streaming.values():
             for route in router.routes:
