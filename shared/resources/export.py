@@ -12,7 +12,9 @@ The archive:
 `collections` holds the tree under `users/{uid}`, one list per subcollection of the profile,
 each document of that subtree (its own subcollections included, at any depth) once, with its
 path below the profile. `records` holds the user's documents in the top-level collections
-(`users.USER_OWNED_COLLECTIONS`). Fields that hold a secret (`SECRET_FIELDS`) are left out.
+(`users.USER_OWNED_COLLECTIONS`). Left out: fields that hold a secret (`SECRET_FIELDS`), and
+search vectors (embeddings), which Mnemo derives from the text the archive holds and which
+would make up nine tenths of it.
 
 Documents are read a page at a time and written one by one, so the function's memory does not
 grow with the account.
@@ -86,13 +88,19 @@ def _array(documents: Iterator[dict[str, Any]]) -> Iterator[str]:
 def _documents(ordered: Any, below: str) -> Iterator[dict[str, Any]]:
     """The documents of a query ordered by path (a recursive query is), a page at a time, each
     with its path below `below`."""
+    from google.cloud.firestore_v1.vector import Vector
+
     last = None
     while True:
         page = ordered.start_after(last) if last is not None else ordered
         snapshots = list(page.limit(PAGE_SIZE).stream())
         for snapshot in snapshots:
             path = snapshot.reference.path.removeprefix(f"{below}/") if below else None
-            fields = {k: v for k, v in (snapshot.to_dict() or {}).items() if k not in SECRET_FIELDS}
+            fields = {
+                name: value
+                for name, value in (snapshot.to_dict() or {}).items()
+                if name not in SECRET_FIELDS and not isinstance(value, Vector)
+            }
             yield {**({"path": path} if path else {}), "id": snapshot.id, **fields}
         if len(snapshots) < PAGE_SIZE:
             return
@@ -104,14 +112,11 @@ def _dumps(value: Any) -> str:
 
 
 def _plain(value: Any) -> Any:
-    """Firestore's values as JSON: times in RFC 3339, vectors as lists, bytes in base64,
-    references as paths."""
+    """Firestore's values as JSON: times in RFC 3339, bytes in base64, references as paths."""
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
-    if hasattr(value, "to_map_value"):  # a Vector
-        return list(value)
     if hasattr(value, "path"):  # a DocumentReference
         return value.path
     if hasattr(value, "latitude"):  # a GeoPoint

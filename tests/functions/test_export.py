@@ -91,8 +91,9 @@ def test_the_export_holds_every_document_of_the_user_and_nothing_else(
     assert all(c["transcript_segments"][0]["text"] for c in conversations)
     messages = [d for d in archive["collections"]["chats"] if "/messages/" in d["path"]]
     assert sorted(m["text"] for m in messages) == ["hello", "hi there"]
-    # No secret.
+    # No secret, and no search vector (derived from the text the archive holds).
     assert "a secret hash" not in reply.text
+    assert all("embedding" not in m for m in archive["collections"]["memories"])
     assert [k["prefix"] for k in archive["records"]["api_keys"]] == ["mnemo_dev_abcd"]
 
 
