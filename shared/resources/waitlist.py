@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import EmailStr, Field
 
@@ -12,8 +14,20 @@ from shared.core.models import Strict
 from shared.store.firestore import db
 
 
+def _deliverable_schema(schema: dict[str, Any]) -> None:
+    """The schema says what `EmailStr` refuses beyond the syntax: a domain without a dot, or
+    one of the special-use names (`.test`, `.invalid`, `localhost`, ...), in any case."""
+    from email_validator import SPECIAL_USE_DOMAIN_NAMES
+
+    def any_case(word: str) -> str:
+        return "".join(f"[{c}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+    special = "|".join(any_case(name) for name in SPECIAL_USE_DOMAIN_NAMES)
+    schema["pattern"] = rf"^[^@]+@(?!(?:[^@]*\.)?(?:{special})\.?$)[^@]+\.[^@]+$"
+
+
 class EmailSignup(Strict):
-    email: EmailStr = Field(max_length=254)
+    email: EmailStr = Field(max_length=254, json_schema_extra=_deliverable_schema)
 
 
 def normalized(email: str) -> str:
