@@ -27,9 +27,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from realtime.accounts import deletions
 from realtime.auth import POLICY_VIOLATION, authenticate_websocket, close_reason
 from shared.auth.tokens import Caller
-from shared.resources.users import ACCOUNT_DELETED, ProfileWatch
+from shared.resources.users import ACCOUNT_DELETED
 
 Params = TypeVar("Params")
 
@@ -64,10 +65,10 @@ async def open_session(
         deleted.set()
         session.cancel(ACCOUNT_DELETED)
 
-    def profile_deleted() -> None:  # in the listener's thread
+    def profile_deleted() -> None:  # in a listener's thread
         loop.call_soon_threadsafe(cancel)
 
-    watch = await run_in_threadpool(ProfileWatch, caller, profile_deleted)
+    await run_in_threadpool(deletions.join, caller, profile_deleted)
     try:
         yield caller, params
     except asyncio.CancelledError:
@@ -76,7 +77,7 @@ async def open_session(
         session.uncancel()
         await close_if_open(websocket, POLICY_VIOLATION, ACCOUNT_DELETED)
     finally:
-        await asyncio.shield(run_in_threadpool(watch.stop))
+        await asyncio.shield(run_in_threadpool(deletions.leave, caller, profile_deleted))
 
 
 async def frames(websocket: WebSocket) -> AsyncIterator[Message]:

@@ -117,7 +117,7 @@ def update_profile(caller: Caller, patch: UserPatch) -> UserProfile:
 def delete_user(caller: Caller) -> None:
     """Delete everything of the user, in an order that a failure part-way can be retried from:
 
-    1. the profile document, which every open socket of the user watches (`ProfileWatch`): on
+    1. the profile document, which every open socket of the user watches (`realtime.accounts`): on
        every instance they are closed (1008 `account deleted`) and stop writing;
     2. every document: `users/{uid}` with all its subcollections, the documents of
        `USER_OWNED_COLLECTIONS`, and the waitlist entry of the account's address if the account
@@ -139,29 +139,38 @@ def delete_user(caller: Caller) -> None:
     delete_account(caller.uid)
 
 
-class ProfileWatch:
-    """A Firestore listener on the user's profile: `deleted` is called once, from the
-    listener's thread, when the profile is deleted (the account is being deleted). A profile
-    that does not exist yet is made (as on first read), so that there is one to delete."""
+def profile_exists(uid: str) -> bool:
+    return bool(db().collection("users").document(uid).get(field_paths=["created_at"]).exists)
 
-    def __init__(self, caller: Caller, deleted: Callable[[], None]):
-        self._caller = caller
-        self._deleted = deleted
-        self._seen = False  # the profile has existed while watched
-        self._called = False
-        self._document = db().collection("users").document(caller.uid)
-        self._watch = self._document.on_snapshot(self._changed)
+
+def ensure_profile(caller: Caller) -> None:
+    """Make the caller's profile if there is none yet (as a first read does)."""
+    if not profile_exists(caller.uid):
+        _create_profile(db().collection("users").document(caller.uid), caller)
+
+
+# Firestore's limit on the values of one `in` filter: one listener watches this many profiles.
+PROFILES_PER_WATCH = 30
+
+
+class ProfilesWatch:
+    """One Firestore listener on up to `PROFILES_PER_WATCH` profiles: `present` is called, from
+    the listener's thread, with the uids among `uids` whose profile exists, at once and on every
+    change. `stop()` ends it."""
+
+    def __init__(self, uids: list[str], present: Callable[[set[str]], None]):
+        from google.cloud.firestore import FieldFilter
+        from google.cloud.firestore_v1.field_path import FieldPath
+
+        assert 0 < len(uids) <= PROFILES_PER_WATCH
+        users = db().collection("users")
+        profiles = [users.document(uid) for uid in uids]
+        query = users.where(filter=FieldFilter(FieldPath.document_id(), "in", profiles))
+        self._present = present
+        self._watch = query.on_snapshot(self._changed)
 
     def _changed(self, snapshots: list[Any], changes: Any, read_time: Any) -> None:
-        exists = any(snapshot.exists for snapshot in snapshots)
-        if exists:
-            self._seen = True
-        elif not self._seen:
-            self._seen = True
-            _create_profile(self._document, self._caller)
-        elif not self._called:
-            self._called = True
-            self._deleted()
+        self._present({snapshot.id for snapshot in snapshots if snapshot.exists})
 
     def stop(self) -> None:
         self._watch.unsubscribe()
