@@ -1,5 +1,5 @@
 """Who is calling: Firebase ID tokens verified and the caller attached (`tokens`), one
-implementation for REST and WebSockets. API keys land here too.
+implementation for REST and WebSockets; the API keys' format, checksum and stored hash (`keys`).
 
 May import: `shared.core`, `shared.store`.
 """

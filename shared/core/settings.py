@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin
 
 DEV_TOKEN_ENCRYPTION_KEY = "dev-only-token-encryption-key-not-for-production"
+DEV_API_KEY_PEPPER = "dev-only-api-key-pepper-not-for-production"
 
 EMULATOR_HOST_VARIABLES = (
     "FIRESTORE_EMULATOR_HOST",
@@ -61,6 +62,8 @@ class Settings:
     google_api_base_url: str | None = None
     oauth_redirect_base: str | None = None
     token_encryption_key: str = DEV_TOKEN_ENCRYPTION_KEY
+    # The HMAC key under which API keys are stored (shared.auth.keys).
+    api_key_pepper: str = DEV_API_KEY_PEPPER
     app_redirect_url: str = "http://localhost:8080/"
     site_url: str = "https://mnemo.app/"
     # How long a verified user's account state (disabled, revoked) is trusted before Firebase
@@ -110,6 +113,8 @@ class Settings:
             )
         if self.token_encryption_key == DEV_TOKEN_ENCRYPTION_KEY:
             raise SettingsError("ENVIRONMENT=production needs a real TOKEN_ENCRYPTION_KEY")
+        if self.api_key_pepper == DEV_API_KEY_PEPPER:
+            raise SettingsError("ENVIRONMENT=production needs a real API_KEY_PEPPER")
         if self.google_cloud_project.startswith("demo-"):
             raise SettingsError("ENVIRONMENT=production needs a real GOOGLE_CLOUD_PROJECT")
         if not self.realtime_url:

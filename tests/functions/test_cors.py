@@ -82,6 +82,7 @@ def test_production_allows_only_the_listed_origins(gateway, monkeypatch):
         google_cloud_project="mnemo-prod",
         realtime_url="https://live.example.com",
         token_encryption_key="a-real-key",
+        api_key_pepper="a-real-pepper",
         cors_allowed_origins=LISTED,
     )
     monkeypatch.setattr(settings_module, "_settings", production)

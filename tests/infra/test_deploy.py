@@ -30,7 +30,7 @@ AGENT = "serviceAccount:service-123456789@gcp-sa-pubsub.iam.gserviceaccount.com"
 
 # A setting is a secret by its name; a new `*_api_key` or `*_secret` is one without anyone
 # remembering to say so.
-SECRET_NAME = re.compile(r"(^|_)(key|secret|password|token|credentials)$")
+SECRET_NAME = re.compile(r"(^|_)(key|secret|password|token|credentials|pepper)$")
 SECRET_SETTINGS = {
     field.name for field in dataclasses.fields(Settings) if SECRET_NAME.search(field.name)
 }

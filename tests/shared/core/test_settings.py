@@ -8,6 +8,7 @@ PRODUCTION = {
     "ENVIRONMENT": "production",
     "GOOGLE_CLOUD_PROJECT": "mnemo-prod",
     "TOKEN_ENCRYPTION_KEY": "a-real-key",
+    "API_KEY_PEPPER": "a-real-pepper",
     "REALTIME_URL": "https://live.mnemo.app",
 }
 
@@ -42,6 +43,7 @@ def test_a_sound_production_configuration_starts():
         ({"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"}, "PUBSUB_EMULATOR_HOST"),
         ({"TOKEN_ENCRYPTION_KEY": ""}, "TOKEN_ENCRYPTION_KEY"),
         ({"TOKEN_ENCRYPTION_KEY": DEV_TOKEN_ENCRYPTION_KEY}, "TOKEN_ENCRYPTION_KEY"),
+        ({"API_KEY_PEPPER": ""}, "API_KEY_PEPPER"),
         ({"GOOGLE_CLOUD_PROJECT": "demo-mnemo"}, "GOOGLE_CLOUD_PROJECT"),
         ({"REALTIME_URL": ""}, "REALTIME_URL"),
     ],
