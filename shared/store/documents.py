@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 DOCUMENT_ID = re.compile(r"^(?!__.*__$)[A-Za-z0-9_-]{1,64}$")
 ORDER_FIELD = "created_at"
 DISTANCE_FIELD = "distance"  # set on each result of `find_nearest`
-SINGULAR = {"memories": "memory", "conversations": "conversation", "action_items": "action item"}
+SINGULAR = {
+    "memories": "memory",
+    "conversations": "conversation",
+    "action_items": "action item",
+    "api_keys": "API key",
+}
 
 
 def shown(model: type[BaseModel]) -> list[str]:
