@@ -60,10 +60,7 @@ class CreatedApiKey(ApiKey):
 
 
 def _owned(uid: str) -> list[Any]:
-    from google.cloud.firestore import FieldFilter
-
-    query = db().collection(COLLECTION).where(filter=FieldFilter("uid", "==", uid))
-    return list(query.stream())
+    return list(documents.owned(COLLECTION, uid).stream())
 
 
 def list_keys(uid: str) -> list[ApiKey]:

@@ -33,6 +33,7 @@ from pydantic import Field
 from shared.auth.tokens import Caller
 from shared.core.models import Model
 from shared.resources.users import USER_OWNED_COLLECTIONS, UserProfile, get_profile
+from shared.store import documents
 from shared.store.firestore import db
 
 FORMAT = "mnemo-export/1"
@@ -70,17 +71,14 @@ def export(caller: Caller) -> Iterator[str]:
         yield from _array(_documents(collection.recursive(), home.path))
     yield '},"records":{'
     for i, name in enumerate(USER_OWNED_COLLECTIONS):
-        from google.cloud.firestore import FieldFilter
-
-        owned = db().collection(name).where(filter=FieldFilter("uid", "==", caller.uid))
         yield f"{',' if i else ''}{json.dumps(name)}:"
-        yield from _array(_documents(owned, ""))
+        yield from _array(_documents(documents.owned(name, caller.uid), ""))
     yield "}}"
 
 
-def _array(documents: Iterator[dict[str, Any]]) -> Iterator[str]:
+def _array(items: Iterator[dict[str, Any]]) -> Iterator[str]:
     yield "["
-    for i, document in enumerate(documents):
+    for i, document in enumerate(items):
         yield ("," if i else "") + _dumps(document)
     yield "]"
 

@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Field
 from shared.auth.tokens import Caller, delete_account
 from shared.core.models import Model, Patch
 from shared.resources.waitlist import waitlist_id
+from shared.store import documents
 from shared.store.firestore import db
 
 
@@ -128,11 +129,8 @@ def delete_user(caller: Caller) -> None:
     profile = client.collection("users").document(caller.uid)
     profile.delete()
     client.recursive_delete(profile)
-    from google.cloud.firestore import FieldFilter
-
     for name in USER_OWNED_COLLECTIONS:
-        owned = client.collection(name).where(filter=FieldFilter("uid", "==", caller.uid))
-        for snapshot in owned.stream():
+        for snapshot in documents.owned(name, caller.uid).stream():
             client.recursive_delete(snapshot.reference)
     if caller.email and caller.email_verified:  # else the address may be somebody else's
         client.collection("waitlist").document(waitlist_id(caller.email)).delete()

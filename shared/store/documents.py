@@ -44,6 +44,14 @@ def collection(uid: str, name: str) -> CollectionReference:
     return db().collection("users").document(uid).collection(name)
 
 
+def owned(name: str, uid: str) -> Any:
+    """The query for the user's documents in the top-level collection `name` (those whose `uid`
+    field names them), in document-id order."""
+    from google.cloud.firestore import FieldFilter
+
+    return db().collection(name).where(filter=FieldFilter("uid", "==", uid))
+
+
 def document(uid: str, name: str, document_id: str) -> DocumentReference:
     """The caller's document `name/document_id`; 404 for an id that cannot be one."""
     if not DOCUMENT_ID.match(document_id):
