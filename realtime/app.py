@@ -15,11 +15,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Match, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from realtime.chat import chat
 from realtime.connections import ConnectionCounter
-from realtime.cors import CORS, declared
+from realtime.cors import CORS, path_methods
 from realtime.listen import listen
 from shared.chat import api as chat_api
 from shared.core.logging import get_logger
@@ -47,12 +47,7 @@ async def http_error(request: Request, error: Exception) -> Response:
     exactly as theirs."""
     assert isinstance(error, HTTPException)
     if error.status_code == 405:
-        route = next(
-            r
-            for r in routes
-            if isinstance(r, Route) and r.matches(request.scope)[0] is not Match.NONE
-        )
-        refusal = method_not_allowed(request.method, declared(route.methods or set()))
+        refusal = method_not_allowed(request.method, path_methods(routes, request.scope))
         return JSONResponse(refusal.body(), refusal.status, headers=refusal.headers)
     return JSONResponse({"detail": error.detail}, error.status_code, headers=error.headers)
 

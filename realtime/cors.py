@@ -24,7 +24,7 @@ class CORS:
             return
         origin = Headers(scope=scope).get("origin")
         if scope["method"] == "OPTIONS":
-            methods = self.methods(scope)
+            methods = path_methods(self.routes, scope)
             answer: Response = (
                 Response(status_code=204, headers=cors.preflight(origin, methods))
                 if methods
@@ -42,17 +42,14 @@ class CORS:
 
         await self.app(scope, receive, send_with_cors)
 
-    def methods(self, scope: Scope) -> list[str]:
-        """The methods of the route that owns the request's path (none if no route does)."""
-        for route in self.routes:
-            if isinstance(route, WebSocketRoute):
-                if route.matches({**scope, "type": "websocket"})[0] is Match.FULL:
-                    return ["GET"]
-            elif isinstance(route, Route) and route.matches(scope)[0] is not Match.NONE:
-                return declared(route.methods or set())
-        return []
 
-
-def declared(methods: set[str]) -> list[str]:
-    """A Starlette route's methods as declared (Starlette adds HEAD to every GET)."""
-    return sorted(method for method in methods if method != "HEAD")
+def path_methods(routes: list[BaseRoute], scope: Scope) -> list[str]:
+    """The declared methods of the route that owns the request's path (none if no route does;
+    Starlette adds HEAD to every GET, which is not declared)."""
+    for route in routes:
+        if isinstance(route, WebSocketRoute):
+            if route.matches({**scope, "type": "websocket"})[0] is Match.FULL:
+                return ["GET"]
+        elif isinstance(route, Route) and route.matches(scope)[0] is not Match.NONE:
+            return sorted(method for method in route.methods or () if method != "HEAD")
+    return []
