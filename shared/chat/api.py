@@ -167,15 +167,12 @@ async def _lines(
                 elif event["type"] == "tool_call":
                     started = True
                     yield f"think: {event['description']}\n\n"
-    except llm.LLMError as error:
-        if not started:
-            raise ServiceUnavailable(failure(error)) from None
-        yield f"error: {failure(error)}\n\n"
-        return
     except Exception as error:
-        if not started:
-            raise  # a bug: a 500, in the API's shape
-        yield f"error: {failure(error)}\n\n"  # the status line is sent: the stream says it
-        return
+        if started:  # the status line is sent: the stream says it
+            yield f"error: {failure(error)}\n\n"
+            return
+        if isinstance(error, llm.LLMError):
+            raise ServiceUnavailable(failure(error)) from None
+        raise  # a bug (a 500) or a backend that is down (a 503), in the API's shape
     stored = Message.from_stored(turn.stored).model_dump_json() if turn.stored else "{}"
     yield f"done: {base64.b64encode(stored.encode()).decode()}\n\n"
