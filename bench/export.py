@@ -55,6 +55,7 @@ from shared.providers.llm import EMBEDDING_DIMENSIONS
 from shared.resources.export import PAGE_SIZE
 from shared.resources.memories import MemoryCategory, stored_memory
 from shared.resources.users import USER_OWNED_COLLECTIONS
+from tests.support.seed import conversation_fields
 
 BATCH = 500  # Firestore's most writes in one batch
 BATCH_BYTES = 3_000_000  # and the emulator takes gRPC messages of at most 4 MiB
@@ -113,18 +114,11 @@ def conversation(index: int, now: datetime) -> dict[str, Any]:
         }
         for n in range(SEGMENTS)
     ]
-    return {
-        "status": "completed",
-        "source": "phone",
-        "language": "en",
-        "created_at": created,
-        "started_at": created,
-        "finished_at": created + timedelta(minutes=5),
-        "discarded": False,
-        "transcript_segments": segments,
-        "structured": {"title": f"Slides {index}", "overview": "Planning.", "emoji": "📊"},
-        "failure_reason": None,
-    }
+    return conversation_fields(
+        created_at=created,
+        transcript_segments=segments,
+        structured={"title": f"Slides {index}", "overview": "Planning.", "emoji": "📊"},
+    )
 
 
 def seed(db: Any, uid: str, memories: int, conversations: int, dims: int) -> None:

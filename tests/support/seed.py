@@ -9,8 +9,16 @@ from typing import Any
 
 
 def conversation(firestore: Any, uid: str, **fields: Any) -> str:
+    """A completed conversation of `uid` (`fields` override the defaults); its id."""
+    reference = firestore.collection("users").document(uid).collection("conversations").document()
+    reference.set(conversation_fields(**fields))
+    return str(reference.id)
+
+
+def conversation_fields(**fields: Any) -> dict[str, Any]:
+    """A completed conversation's stored fields, one segment long (`fields` override them)."""
     created = fields.pop("created_at", datetime.now(UTC))
-    document = {
+    return {
         "status": "completed",
         "source": "phone",
         "language": "en",
@@ -33,6 +41,3 @@ def conversation(firestore: Any, uid: str, **fields: Any) -> str:
         "failure_reason": None,
         **fields,
     }
-    reference = firestore.collection("users").document(uid).collection("conversations").document()
-    reference.set(document)
-    return str(reference.id)
